@@ -1,0 +1,1 @@
+"""Course bundles: the document, its builder, lookup indexes, redirects, codec and store."""

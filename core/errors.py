@@ -1,0 +1,133 @@
+"""The one error hierarchy of course-bundles; every error carries the context it was raised with."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class BundlesError(Exception):
+    """Base of every error this package raises on purpose."""
+
+    def __init__(self, message: str, **context: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.context = context
+
+    def __str__(self) -> str:
+        if not self.context:
+            return self.message
+        ctx = " ".join(f"{k}={v!r}" for k, v in sorted(self.context.items()))
+        return f"{self.message} ({ctx})"
+
+
+class ConfigError(BundlesError):
+    """Configuration is missing or contradictory."""
+
+
+# --- OneRoster -------------------------------------------------------------------------------
+class OneRosterError(BundlesError):
+    """Talking to OneRoster failed."""
+
+
+class InvalidFilterValue(OneRosterError, ValueError):
+    """A filter value is outside the allow-list; nothing was sent."""
+
+
+class OneRosterAuthError(OneRosterError):
+    """The token endpoint refused us, or a fresh token was refused too."""
+
+
+class OneRosterHTTPError(OneRosterError):
+    """OneRoster answered with a non-retryable error status."""
+
+    def __init__(self, message: str, *, status: int, **context: Any) -> None:
+        super().__init__(message, status=status, **context)
+        self.status = status
+
+
+class OneRosterNotFound(OneRosterHTTPError):
+    """OneRoster answered 404 for a single record."""
+
+
+class OneRosterUnavailable(OneRosterError):
+    """Retries or the deadline were exhausted on 429/5xx/transport errors."""
+
+
+class OneRosterProtocolError(OneRosterError):
+    """OneRoster answered something we cannot parse."""
+
+
+# --- bundles ---------------------------------------------------------------------------------
+class BundleError(BundlesError):
+    """Building, storing or reading a bundle failed."""
+
+
+class CourseNotFound(BundleError):
+    """The course does not exist (or is deleted) upstream."""
+
+
+class StaleWrite(BundleError):
+    """A write carried a generation at or below the stored one and was rejected."""
+
+
+class LookupMiss(BundleError):
+    """A unit, lesson, resource or redirect is not in the bundle."""
+
+
+class AmbiguousRedirect(BundleError):
+    """An assessment slug resolves to more than one place."""
+
+    def __init__(self, message: str, *, candidates: list[str], **context: Any) -> None:
+        super().__init__(message, candidates=candidates, **context)
+        self.candidates = candidates
+
+
+# --- single-flight -------------------------------------------------------------------------
+class FlightError(BundlesError):
+    """A single-flight wait failed."""
+
+
+class FlightTimeout(FlightError, TimeoutError):
+    """A waiter's deadline passed before the flight finished and no stale value was available."""
+
+
+class FlightFailed(FlightError):
+    """The leader of a cross-process flight failed; its error is carried as text."""
+
+
+class LeaseLost(FlightError):
+    """A leader found its lease taken by someone else (its write would be fenced)."""
+
+
+# --- events ----------------------------------------------------------------------------------
+class EventError(BundlesError):
+    """An event could not be accepted."""
+
+
+class InvalidEvent(EventError):
+    """An event breaks the contract; ``reasons`` says how."""
+
+    def __init__(self, message: str, *, reasons: list[str], **context: Any) -> None:
+        super().__init__(message, reasons=reasons, **context)
+        self.reasons = reasons
+
+
+class BrokerUnavailable(EventError):
+    """The broker did not take the events; nothing was half-accepted."""
+
+
+# --- attempts --------------------------------------------------------------------------------
+class AttemptError(BundlesError):
+    """Attempt-pointer operations failed."""
+
+
+class NoActiveAttempt(AttemptError):
+    """There is no active attempt for this learner and resource."""
+
+
+class AttemptConflict(AttemptError):
+    """The active attempt is another number than the one named."""
+
+    def __init__(self, message: str, *, active: int, **context: Any) -> None:
+        super().__init__(message, active=active, **context)
+        self.active = active

@@ -1,0 +1,109 @@
+"""The one configuration object, read from ``CB_*`` environment variables (and ``.env``)."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any
+
+from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SIMULATOR_URL = "http://127.0.0.1:8765"
+SIMULATOR_CLIENT_ID = "demo-client"
+SIMULATOR_CLIENT_SECRET = "demo-secret"  # noqa: S105 - the local simulator's published demo pair
+
+SCOPES = frozenset({"read", "attempts", "events"})
+
+
+class Settings(BaseSettings):
+    """Everything configurable about course-bundles; defaults work on a developer machine."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CB_", env_file=".env", extra="ignore", frozen=True
+    )
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    broker_url: str = ""  # empty: the Redis URL
+    key_prefix: str = "cb:"
+
+    oneroster_base_url: str = SIMULATOR_URL
+    oneroster_token_url: str = ""  # empty: {base}/oauth/token
+    oneroster_client_id: str = SIMULATOR_CLIENT_ID
+    oneroster_client_secret: SecretStr = SecretStr(SIMULATOR_CLIENT_SECRET)
+    oneroster_scope: str = ""
+    oneroster_timeout_s: float = 10.0
+    oneroster_max_attempts: int = 5
+    oneroster_deadline_s: float = 30.0
+    oneroster_backoff_base_s: float = 0.2
+    oneroster_backoff_max_s: float = 5.0
+    oneroster_page_size: int = 1000
+    oneroster_batch_size: int = 50
+    oneroster_line_item_suffix: str = "_ali"
+
+    api_tokens: dict[str, list[str]] = Field(default_factory=dict)
+    api_metrics_token: SecretStr | None = None
+    api_max_body_bytes: int = 4 * 1024 * 1024
+
+    bundle_fresh_s: int = 3600  # older than this: served stale and refreshed in the background
+    bundle_ttl_s: int = 0  # 0: bundles never expire (they are replaced by rebuilds)
+    negative_ttl_s: int = 30  # how long "course not found" is remembered
+    near_cache_check_s: float = 2.0  # backstop: re-check generation at most this often
+    near_cache_max_courses: int = 256
+
+    flight_lease_ms: int = 5000
+    flight_heartbeat_ms: int = 1000
+    flight_wait_s: float = 30.0
+
+    debounce_s: float = 0.25
+    debounce_max_wait_s: float = 5.0
+    rebuild_lease_ms: int = 60_000
+    reconcile_period_s: float = 60.0
+    event_dedupe_ttl_s: int = 24 * 3600
+    event_max_bytes: int = 64 * 1024
+    event_max_batch: int = 1000
+
+    task_soft_time_limit_s: int = 120
+    task_time_limit_s: int = 150
+    broker_visibility_timeout_s: int = 300
+
+    attempt_state_ttl_s: int = 7 * 24 * 3600
+    attempt_pointer_template: str = "assess:active:{userId}:{resourceId}"
+    attempt_state_template: str = "assess:state:{userId}:{resourceId}:{attemptNumber}"
+    attempt_index_template: str = "assess:attempts:{userId}:{resourceId}"
+    attempt_hwm_template: str = "assess:hwm:{userId}:{resourceId}"
+    attempt_scan_limit: int = 1000
+
+    log_format: str = "auto"  # auto | json | console
+    log_level: str = "INFO"
+
+    @field_validator("api_tokens")
+    @classmethod
+    def _known_scopes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
+        for scopes in value.values():
+            unknown = set(scopes) - SCOPES
+            if unknown:
+                raise ValueError(f"unknown API scopes {sorted(unknown)}; known: {sorted(SCOPES)}")
+        return value
+
+    @model_validator(mode="before")
+    @classmethod
+    def _blank_is_default(cls, data: Any) -> Any:
+        if isinstance(data, dict) and data.get("api_tokens") in ("", None):
+            data = {k: v for k, v in data.items() if k != "api_tokens"}
+        return data
+
+    @property
+    def effective_broker_url(self) -> str:
+        """The broker URL: ``CB_BROKER_URL`` or, when unset, the Redis URL."""
+        return self.broker_url or self.redis_url
+
+    @property
+    def effective_token_url(self) -> str:
+        """The OAuth token endpoint: ``CB_ONEROSTER_TOKEN_URL`` or ``{base}/oauth/token``."""
+        return self.oneroster_token_url or self.oneroster_base_url.rstrip("/") + "/oauth/token"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings, read once."""
+    return Settings()

@@ -1,0 +1,60 @@
+"""Shared fixtures: fake Redis for unit tests, the real Redis (own DB and key prefix) for integration."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+
+import fakeredis
+import pytest
+import redis
+
+from core.keys import Keys
+
+# Integration tests use their own Redis DB so they never touch a developer's data.
+TEST_REDIS_DB = int(os.environ.get("CB_TEST_REDIS_DB", "9"))
+TEST_REDIS_URL = os.environ.get("CB_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{TEST_REDIS_DB}")
+TEST_BROKER_AMQP_URL = os.environ.get("CB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+@pytest.fixture
+def key_prefix() -> str:
+    """A key prefix unique to one test, so tests never see each other's keys."""
+    return f"cbtest:{uuid.uuid4().hex[:10]}:"
+
+
+@pytest.fixture
+def keys(key_prefix: str) -> Keys:
+    return Keys(prefix=key_prefix)
+
+
+@pytest.fixture
+def fake_redis() -> Iterator[fakeredis.FakeRedis]:
+    """An in-memory Redis with Lua scripting; isolated per test."""
+    server = fakeredis.FakeServer()
+    client = fakeredis.FakeRedis(server=server)
+    yield client
+    client.close()
+
+
+@pytest.fixture
+def real_redis(key_prefix: str) -> Iterator[redis.Redis]:
+    """The machine's Redis on the test DB; every key under this test's prefix is removed after."""
+    client = redis.Redis.from_url(TEST_REDIS_URL)
+    client.ping()
+    yield client
+    _delete_prefix(client, key_prefix)
+    _delete_prefix(client, "assess:*" + key_prefix.rstrip(":"))
+    client.close()
+
+
+def _delete_prefix(client: redis.Redis, prefix: str) -> None:
+    batch: list[bytes] = []
+    for key in client.scan_iter(match=f"{prefix}*", count=1000):
+        batch.append(key)
+        if len(batch) >= 500:
+            client.delete(*batch)
+            batch.clear()
+    if batch:
+        client.delete(*batch)

@@ -1,0 +1,1 @@
+"""Processes of course-bundles: Celery app, API, CLI, simulator."""
