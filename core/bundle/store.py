@@ -1,0 +1,442 @@
+"""The fenced bundle store: one Redis hash per course, swapped whole, plus cross-course indexes.
+
+Every rebuild takes a fencing generation (``next_generation``) before it reads OneRoster; a write
+is stored only if its generation beats the stored one, so a slow, older rebuild can never
+overwrite a newer bundle, and a delete leaves a tombstone that rejects late writes too.
+
+Cluster caveat: a course's own keys (bundle hash, fence, index record) share the ``{course:ID}``
+hash tag, so the Lua scripts touching them stay in one slot. The slug, subject, resource and
+course indexes are cross-slot: they are updated after the swap in a WATCH/MULTI pipeline,
+guarded by the swapped generation, so they may lag the bundle briefly and, on a Redis Cluster,
+that pipeline is not one transaction (a crash can leave an index entry for the next rebuild or
+the reconciler to repair).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import resources
+from typing import Any, Literal, cast
+
+import orjson
+import redis
+
+from core.bundle.codec import EncodedBundle, decode_bundle
+from core.bundle.model import BundleDoc
+from core.errors import BundleError
+from core.keys import Keys
+from core.logging import get_logger
+
+Encoding = Literal["identity", "gzip", "zstd"]
+
+_BLOB_FIELD: dict[str, str] = {"identity": "json", "gzip": "gzip", "zstd": "zstd"}
+_META_FIELDS: tuple[str, ...] = (
+    "generation",
+    "deleted",
+    "course_id",
+    "built_at",
+    "slug",
+    "subject",
+    "title",
+    "raw_size",
+    "gzip_size",
+    "zstd_size",
+    "etag",
+    "skipped",
+    "upstream_requests",
+    "source_modified",
+    "totals",
+    "stored_at",
+)
+# Retries of the index transaction when a watched key changed under it.
+_INDEX_ATTEMPTS = 8
+
+_log = get_logger(__name__)
+
+
+def _lua(name: str) -> str:
+    return resources.files("core.bundle").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class BundleMeta:
+    """What is known about a stored bundle without reading its bytes."""
+
+    course_id: str
+    generation: int
+    built_at: str
+    slug: str
+    subject: str
+    title: str
+    raw_size: int
+    gzip_size: int
+    zstd_size: int
+    etag: str
+    skipped: int
+    upstream_requests: int
+    source_modified: str | None
+    totals: dict[str, int]
+    stored_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class WriteResult:
+    """Outcome of a fenced write; ``stored`` is False when a newer generation was already there."""
+
+    stored: bool
+    generation: int
+    stored_generation: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Contribution:
+    """The index entries one course's bundle contributes (remembered so they can be undone)."""
+
+    slug: str
+    subject: str
+    resources: frozenset[str]
+
+    def dumps(self, generation: int) -> bytes:
+        return orjson.dumps(
+            {
+                "generation": generation,
+                "slug": self.slug,
+                "subject": self.subject,
+                "resources": sorted(self.resources),
+            }
+        )
+
+    @classmethod
+    def loads(cls, raw: bytes | None) -> _Contribution | None:
+        if raw is None:
+            return None
+        data = orjson.loads(raw)
+        return cls(str(data["slug"]), str(data["subject"]), frozenset(data["resources"]))
+
+
+def resource_ids_of(doc: BundleDoc) -> frozenset[str]:
+    """Every resource id a bundle links: each lesson resource and the course challenge."""
+    ids = {
+        res["resourceId"]
+        for unit in doc["units"]
+        for lesson in unit["lessons"]
+        for res in lesson["resources"]
+    }
+    challenge = doc["courseChallenge"]
+    if challenge is not None:
+        ids.add(challenge["resourceId"])
+    return frozenset(ids)
+
+
+def _opt_bytes(value: object) -> bytes | None:
+    """A reply as bytes (the client never decodes), or None."""
+    return value if isinstance(value, bytes) else None
+
+
+def _watch(pipe: redis.client.Pipeline, *keys: str) -> None:
+    cast(Any, pipe).watch(*keys)  # redis-py leaves Pipeline.watch untyped
+
+
+def _text(value: bytes | None) -> str:
+    return value.decode() if value is not None else ""
+
+
+def _meta(values: Sequence[bytes | None]) -> BundleMeta | None:
+    """A ``BundleMeta`` from HMGET values in ``_META_FIELDS`` order; None if absent or deleted."""
+    got = dict(zip(_META_FIELDS, values, strict=False))
+    if got["generation"] is None or got["deleted"] == b"1" or got["course_id"] is None:
+        return None
+    return BundleMeta(
+        course_id=_text(got["course_id"]),
+        generation=int(_text(got["generation"])),
+        built_at=_text(got["built_at"]),
+        slug=_text(got["slug"]),
+        subject=_text(got["subject"]),
+        title=_text(got["title"]),
+        raw_size=int(_text(got["raw_size"]) or 0),
+        gzip_size=int(_text(got["gzip_size"]) or 0),
+        zstd_size=int(_text(got["zstd_size"]) or 0),
+        etag=_text(got["etag"]),
+        skipped=int(_text(got["skipped"]) or 0),
+        upstream_requests=int(_text(got["upstream_requests"]) or 0),
+        source_modified=_text(got["source_modified"]) or None,
+        totals={str(k): int(v) for k, v in orjson.loads(got["totals"] or b"{}").items()},
+        stored_at=float(_text(got["stored_at"]) or 0.0),
+    )
+
+
+def _rfc3339(ts: float) -> str:
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+class BundleStore:
+    """Fenced, atomic storage of course bundles in Redis, and the indexes that find them."""
+
+    def __init__(self, redis: redis.Redis, keys: Keys, *, tombstone_ttl_s: int = 86400) -> None:
+        self._redis = redis
+        self._keys = keys
+        self._tombstone_ttl_s = tombstone_ttl_s
+        self._fence = redis.register_script(_lua("bundle_fence"))
+        self._write = redis.register_script(_lua("bundle_write"))
+        self._delete = redis.register_script(_lua("bundle_delete"))
+        self._hdel_if_eq = redis.register_script(_lua("hdel_if_eq"))
+
+    # --- writing ------------------------------------------------------------------------------
+    def next_generation(self, course_id: str) -> int:
+        """Take the course's next fencing generation (before reading OneRoster for a rebuild)."""
+        keys = [self._keys.bundle(course_id), self._keys.fence(course_id)]
+        return int(self._fence(keys=keys))
+
+    def write(
+        self,
+        doc: BundleDoc,
+        encoded: EncodedBundle,
+        *,
+        upstream_requests: int = 0,
+        source_modified: str | None = None,
+        resource_ids: Iterable[str] = (),
+    ) -> WriteResult:
+        """Swap in ``doc`` if its generation beats the stored one; then update indexes, publish."""
+        started = time.perf_counter()
+        course_id = doc["courseId"]
+        generation = doc["generation"]
+        course = doc["course"]
+        fields: dict[str, Any] = {
+            "deleted": "0",
+            "deleted_at": "",
+            "course_id": course_id,
+            "built_at": doc["builtAt"],
+            "slug": course["slug"],
+            "subject": course["subject"],
+            "title": course["title"],
+            "raw_size": len(encoded.json),
+            "gzip_size": len(encoded.gzip),
+            "zstd_size": len(encoded.zstd),
+            "etag": encoded.etag,
+            "skipped": doc["skipped"],
+            "upstream_requests": upstream_requests,
+            "source_modified": source_modified or "",
+            "totals": orjson.dumps(doc["totals"]),
+            "stored_at": repr(time.time()),
+            "json": encoded.json,
+            "gzip": encoded.gzip,
+            "zstd": encoded.zstd,
+        }
+        args: list[Any] = [generation]
+        for name, value in fields.items():
+            args += [name, value]
+        stored, stored_generation = cast(
+            list[int], self._write(keys=[self._keys.bundle(course_id)], args=args)
+        )
+        result = WriteResult(bool(stored), generation, int(stored_generation))
+        if not result.stored:
+            _log.info(
+                "bundle write rejected",
+                course_id=course_id,
+                generation=generation,
+                stored_generation=result.stored_generation,
+                outcome="stale_rejected",
+            )
+            return result
+        ids = frozenset(resource_ids) or resource_ids_of(doc)
+        self._sync_indexes(
+            course_id, generation, _Contribution(course["slug"], course["subject"], ids)
+        )
+        self._publish(course_id, generation, deleted=False)
+        _log.info(
+            "bundle stored",
+            course_id=course_id,
+            generation=generation,
+            outcome="stored",
+            raw_size=len(encoded.json),
+            gzip_size=len(encoded.gzip),
+            zstd_size=len(encoded.zstd),
+            resources=len(ids),
+            duration_ms=round((time.perf_counter() - started) * 1000, 2),
+        )
+        return result
+
+    def delete(self, course_id: str) -> bool:
+        """Tombstone the course (rejecting older in-flight writes), drop its index entries.
+
+        Returns True when a live bundle was removed.
+        """
+        keys = [self._keys.bundle(course_id), self._keys.fence(course_id)]
+        args: list[str | int] = [_rfc3339(time.time()), self._tombstone_ttl_s]
+        generation, was_live = cast(list[int], self._delete(keys=keys, args=args))
+        self._sync_indexes(course_id, int(generation), None)
+        self._publish(course_id, int(generation), deleted=True)
+        _log.info(
+            "bundle deleted",
+            course_id=course_id,
+            generation=int(generation),
+            outcome="deleted",
+            was_live=bool(was_live),
+        )
+        return bool(was_live)
+
+    def _publish(self, course_id: str, generation: int, *, deleted: bool) -> None:
+        message = {"courseId": course_id, "generation": generation, "deleted": deleted}
+        self._redis.publish(self._keys.swaps_channel(), orjson.dumps(message))
+
+    def _sync_indexes(self, course_id: str, generation: int, new: _Contribution | None) -> bool:
+        """Make the cross-course indexes reflect ``new`` (None: the course is gone).
+
+        Runs only while ``generation`` is still the stored one; the bundle hash is watched, so a
+        newer swap in between aborts this transaction and the newer writer's own sync wins.
+        """
+        bundle_key = self._keys.bundle(course_id)
+        record_key = self._keys.course_indexes(course_id)
+        for _ in range(_INDEX_ATTEMPTS):
+            with self._redis.pipeline(transaction=True) as pipe:
+                try:
+                    _watch(pipe, bundle_key, record_key)
+                    current = _opt_bytes(pipe.hget(bundle_key, "generation"))
+                    if current is None or int(current) != generation:
+                        return False
+                    old = _Contribution.loads(_opt_bytes(pipe.get(record_key)))
+                    drop_subject = self._watch_subject_drop(pipe, course_id, old, new)
+                    if new is not None and new.slug:
+                        owner = _opt_bytes(pipe.hget(self._keys.slug_index(), new.slug))
+                        if owner is not None and owner.decode() != course_id:
+                            _log.warning(
+                                "course slug taken over from another course",
+                                course_id=course_id,
+                                generation=generation,
+                                slug=new.slug,
+                                previous_course_id=owner.decode(),
+                                outcome="slug_conflict",
+                            )
+                    pipe.multi()
+                    self._queue_index_changes(pipe, course_id, old, new, drop_subject)
+                    if new is None:
+                        pipe.delete(record_key)
+                    else:
+                        pipe.set(record_key, new.dumps(generation))
+                    pipe.execute()
+                    return True
+                except redis.WatchError:
+                    continue
+        _log.warning(
+            "bundle indexes not updated: kept changing",
+            course_id=course_id,
+            generation=generation,
+            outcome="index_sync_gave_up",
+        )
+        return False
+
+    def _watch_subject_drop(
+        self,
+        pipe: redis.client.Pipeline,
+        course_id: str,
+        old: _Contribution | None,
+        new: _Contribution | None,
+    ) -> bool:
+        """Whether leaving the old subject empties it (watched, so a concurrent join aborts)."""
+        if old is None or not old.subject or (new is not None and new.subject == old.subject):
+            return False
+        subject_key = self._keys.subject_index(old.subject)
+        _watch(pipe, subject_key)
+        count = cast(int, pipe.scard(subject_key))
+        return count == 0 or (count == 1 and bool(pipe.sismember(subject_key, course_id)))
+
+    def _queue_index_changes(
+        self,
+        pipe: redis.client.Pipeline,
+        course_id: str,
+        old: _Contribution | None,
+        new: _Contribution | None,
+        drop_subject: bool,
+    ) -> None:
+        keys = self._keys
+        if old is not None:
+            if old.slug and (new is None or new.slug != old.slug):
+                self._hdel_if_eq(keys=[keys.slug_index()], args=[old.slug, course_id], client=pipe)
+            if old.subject and (new is None or new.subject != old.subject):
+                pipe.srem(keys.subject_index(old.subject), course_id)
+                if drop_subject:
+                    pipe.srem(keys.subjects(), old.subject)
+            gone = old.resources - (new.resources if new is not None else frozenset())
+            for resource_id in sorted(gone):
+                pipe.srem(keys.resource_index(resource_id), course_id)
+        if new is None:
+            pipe.srem(keys.courses(), course_id)
+            return
+        if new.slug:
+            pipe.hset(keys.slug_index(), new.slug, course_id)
+        if new.subject:
+            pipe.sadd(keys.subject_index(new.subject), course_id)
+            pipe.sadd(keys.subjects(), new.subject)
+        # Every resource is (re-)added, not only new ones, so a lost index entry heals itself.
+        for resource_id in sorted(new.resources):
+            pipe.sadd(keys.resource_index(resource_id), course_id)
+        pipe.sadd(keys.courses(), course_id)
+
+    # --- reading ------------------------------------------------------------------------------
+    def generation(self, course_id: str) -> int | None:
+        """The stored generation (one HMGET); None when absent or tombstoned."""
+        value, deleted = cast(
+            list[bytes | None],
+            self._redis.hmget(self._keys.bundle(course_id), ["generation", "deleted"]),
+        )
+        if value is None or deleted == b"1":
+            return None
+        return int(value)
+
+    def meta(self, course_id: str) -> BundleMeta | None:
+        """The stored bundle's metadata, without its bytes."""
+        values = self._redis.hmget(self._keys.bundle(course_id), list(_META_FIELDS))
+        return _meta(cast(list[bytes | None], values))
+
+    def metas(self, course_ids: Sequence[str]) -> list[BundleMeta]:
+        """Metadata of every live bundle among ``course_ids`` (in that order), in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for course_id in course_ids:
+            pipe.hmget(self._keys.bundle(course_id), list(_META_FIELDS))
+        found = (_meta(cast(list[bytes | None], values)) for values in pipe.execute())
+        return [meta for meta in found if meta is not None]
+
+    def read(
+        self, course_id: str, encoding: Encoding = "identity"
+    ) -> tuple[BundleMeta, bytes] | None:
+        """The bundle's bytes in ``encoding`` with their metadata, from one consistent HMGET."""
+        blob_field = _BLOB_FIELD.get(encoding)
+        if blob_field is None:
+            raise BundleError("unknown bundle encoding", course_id=course_id, encoding=encoding)
+        values = cast(
+            list[bytes | None],
+            self._redis.hmget(self._keys.bundle(course_id), [*_META_FIELDS, blob_field]),
+        )
+        meta, blob = _meta(values[:-1]), values[-1]
+        if meta is None or blob is None:
+            return None
+        return meta, blob
+
+    def read_doc(self, course_id: str) -> BundleDoc | None:
+        """The stored bundle, decoded."""
+        found = self.read(course_id)
+        return decode_bundle(found[1]) if found is not None else None
+
+    def course_id_for_slug(self, slug: str) -> str | None:
+        """The course whose bundle has this slug."""
+        value = cast(bytes | None, self._redis.hget(self._keys.slug_index(), slug))
+        return value.decode() if value is not None else None
+
+    def course_ids_for_subject(self, subject: str) -> list[str]:
+        """Ids of the stored courses of one subject, sorted."""
+        return self._sorted_members(self._keys.subject_index(subject))
+
+    def course_ids_for_resource(self, resource_id: str) -> list[str]:
+        """Ids of the stored courses whose bundle links the resource, sorted."""
+        return self._sorted_members(self._keys.resource_index(resource_id))
+
+    def all_course_ids(self) -> list[str]:
+        """Ids of every course with a stored bundle, sorted."""
+        return self._sorted_members(self._keys.courses())
+
+    def _sorted_members(self, key: str) -> list[str]:
+        members = cast(set[bytes], self._redis.smembers(key))
+        return sorted(member.decode() for member in members)
