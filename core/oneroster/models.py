@@ -64,11 +64,12 @@ class Course(Record):
 
     @property
     def subject(self) -> Any:
-        """``metadata.subject`` (subject slug), falling back to the first ``subjects`` entry."""
-        value = self.meta("subject")
-        if value is None and self.subjects:
-            return self.subjects[0]
-        return value
+        """``metadata.subject`` (the subject slug used in paths).
+
+        ``subjects[]`` holds display names ("Math"), so it is not a fallback: a course without
+        ``metadata.subject`` cannot have canonical paths and the builder refuses it.
+        """
+        return self.meta("subject")
 
 
 class CourseComponent(Record):
