@@ -43,7 +43,9 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", *, force: bool = F
     structlog.configure(
         processors=[
             *shared,
-            structlog.processors.format_exc_info if use_json else structlog.processors.StackInfoRenderer(),
+            structlog.processors.format_exc_info
+            if use_json
+            else structlog.processors.StackInfoRenderer(),
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
@@ -55,5 +57,5 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", *, force: bool = F
 
 
 def get_logger(name: str) -> Any:
-    """A structlog logger bound to ``logger=name``."""
-    return structlog.get_logger(name).bind(logger=name)
+    """A lazy structlog logger bound to ``module=name`` (configuration applies on first use)."""
+    return structlog.get_logger(module=name)
