@@ -1,0 +1,5 @@
+"""``python -m worker.simulator``: serve the OneRoster simulator."""
+
+from worker.simulator.server import main
+
+main()

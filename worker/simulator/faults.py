@@ -1,0 +1,143 @@
+"""Fault injection for the simulator: latency, shares of 5xx/429 answers, outages, flapping results.
+
+Set through ``POST /_sim/faults`` (the whole configuration is replaced), read with ``GET`` and
+cleared with ``DELETE``. Time is passed in, so decisions are a pure function of settings, the
+seeded random stream and the clock.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+
+class FaultSettings(BaseModel):
+    """What to inject; every field defaults to "no fault"."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    latency_ms: float = Field(default=0.0, ge=0)
+    jitter_ms: float = Field(default=0.0, ge=0)  # uniform extra 0..jitter_ms
+    error_rate: float = Field(default=0.0, ge=0, le=1)  # share of 5xx answers
+    error_status: int = Field(default=503, ge=500, le=599)
+    throttle_rate: float = Field(default=0.0, ge=0, le=1)  # share of 429 answers
+    retry_after_s: int = Field(default=1, ge=0)  # Retry-After on 429 (and outage 503s)
+    fail_next: int = Field(default=0, ge=0)  # the next N requests answer error_status
+    throttle_next: int = Field(default=0, ge=0)  # the next N requests answer 429
+    outage: bool = False  # every request answers 503
+    outage_s: float | None = Field(default=None, gt=0)  # an outage for this long, then none
+    flap_results_s: float = Field(default=0.0, ge=0)  # assessmentResults lists empty this long
+    flap_results_requests: int = Field(default=0, ge=0)  # ...or for the next N list requests
+    include_token: bool = True  # whether /oauth/token is subject to the faults above
+    path_prefixes: list[str] = Field(default_factory=list)  # only these paths (empty: all)
+    seed: int | None = None  # seeds the random shares (None: a fixed default stream)
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What to do to one request: wait ``delay_s``, then answer ``status`` (None: serve it)."""
+
+    delay_s: float = 0.0
+    status: int | None = None
+    retry_after_s: int | None = None
+    reason: str = ""
+
+
+NO_FAULT = Decision()
+
+
+class FaultInjector:
+    """Holds the active :class:`FaultSettings` and their consumable counters; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.settings = FaultSettings()
+        self._rng = random.Random(0)
+        self._fail_left = 0
+        self._throttle_left = 0
+        self._outage_until: float | None = None
+        self._flap_until = 0.0
+        self._flap_left = 0
+
+    def configure(self, settings: FaultSettings, *, now: float) -> None:
+        """Replace the whole configuration (counters and timers restart from ``now``)."""
+        if settings.outage_s and not settings.outage:
+            settings = settings.model_copy(update={"outage": True})
+        with self._lock:
+            self.settings = settings
+            self._rng = random.Random(settings.seed if settings.seed is not None else 0)
+            self._fail_left = settings.fail_next
+            self._throttle_left = settings.throttle_next
+            self._outage_until = now + settings.outage_s if settings.outage_s else None
+            self._flap_until = now + settings.flap_results_s
+            self._flap_left = settings.flap_results_requests
+
+    def clear(self) -> None:
+        """Back to no faults at all."""
+        self.configure(FaultSettings(), now=0.0)
+
+    def describe(self, *, now: float) -> dict[str, Any]:
+        """Settings plus what is left of counters and timers (for ``GET /_sim/faults``)."""
+        with self._lock:
+            outage = self._outage_active(now)
+            return {
+                **self.settings.model_dump(),
+                "remaining": {
+                    "failNext": self._fail_left,
+                    "throttleNext": self._throttle_left,
+                    "outageActive": outage,
+                    "outageS": max(0.0, self._outage_until - now)
+                    if outage and self._outage_until
+                    else None,
+                    "flapResultsS": max(0.0, self._flap_until - now),
+                    "flapResultsRequests": self._flap_left,
+                },
+            }
+
+    def decide(self, path: str, *, now: float, is_token: bool = False) -> Decision:
+        """The fault (if any) for one API request to ``path``."""
+        with self._lock:
+            s = self.settings
+            if is_token and not s.include_token:
+                return NO_FAULT
+            if s.path_prefixes and not any(path.startswith(p) for p in s.path_prefixes):
+                return NO_FAULT
+            delay = s.latency_ms / 1000.0
+            if s.jitter_ms:
+                delay += self._rng.uniform(0.0, s.jitter_ms) / 1000.0
+            if self._outage_active(now):
+                return Decision(delay, 503, s.retry_after_s, "outage")
+            if self._fail_left > 0:
+                self._fail_left -= 1
+                return Decision(delay, s.error_status, None, "fail_next")
+            if self._throttle_left > 0:
+                self._throttle_left -= 1
+                return Decision(delay, 429, s.retry_after_s, "throttle_next")
+            if s.error_rate and self._rng.random() < s.error_rate:
+                return Decision(delay, s.error_status, None, "error_rate")
+            if s.throttle_rate and self._rng.random() < s.throttle_rate:
+                return Decision(delay, 429, s.retry_after_s, "throttle_rate")
+            return Decision(delay) if delay else NO_FAULT
+
+    def results_flapping(self, *, now: float) -> bool:
+        """Whether this ``assessmentResults`` list request must answer empty (consumes a count)."""
+        with self._lock:
+            if now < self._flap_until:
+                return True
+            if self._flap_left > 0:
+                self._flap_left -= 1
+                return True
+            return False
+
+    def _outage_active(self, now: float) -> bool:
+        if not self.settings.outage:
+            return False
+        if self._outage_until is not None and now >= self._outage_until:
+            self.settings = self.settings.model_copy(update={"outage": False})
+            self._outage_until = None
+            return False
+        return True
