@@ -1,0 +1,451 @@
+"""Cross-process single-flight on Redis: one leader per flight name, fenced by an epoch.
+
+The leader holds a heartbeated lease and writes its outcome only while its epoch is current;
+followers subscribe before they look, then sleep on pub/sub (with a bounded re-check) and return
+the leader's outcome. A lapsed lease is taken over by exactly one follower.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar, cast
+
+import orjson
+import redis
+
+from core.errors import FlightFailed, FlightTimeout
+from core.keys import Keys
+from core.logging import get_logger
+from core.singleflight.stats import GLOBAL_STATS, FlightStats
+
+J = TypeVar("J")
+
+log = get_logger(__name__)
+
+# The epoch must outlive any lease by far, or a revived leader could match a restarted count.
+EPOCH_TTL_MS = 24 * 3600 * 1000
+
+# KEYS[1] lease, KEYS[2] epoch; ARGV[1] token, ARGV[2] lease ms, ARGV[3] epoch ttl ms.
+# Takes the lease if free and bumps the epoch: {1, new epoch}; else {0, holder's epoch}.
+ACQUIRE_LUA = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local epoch = redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return {1, epoch}
+end
+return {0, tonumber(redis.call('GET', KEYS[2]) or '0')}
+"""
+
+# KEYS[1] lease; ARGV[1] token, ARGV[2] lease ms. Compare-and-pexpire: 1 if still ours, else 0.
+EXTEND_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+# KEYS[1] lease; ARGV[1] token. Compare-and-delete: 1 if it was ours, else 0.
+RELEASE_LUA = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+# KEYS[1] epoch, KEYS[2] outcome, KEYS[3] lease; ARGV[1] epoch, ARGV[2] outcome payload,
+# ARGV[3] outcome ttl ms, ARGV[4] channel, ARGV[5] token.
+# Fenced finish: only while ARGV[1] is the current epoch, store the outcome, publish it and
+# release our lease, all at once (no reader sees "published but still leased").
+# Returns the number of subscribers reached, or -1 when fenced off (nothing written).
+FINISH_LUA = """
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+local receivers = redis.call('PUBLISH', ARGV[4], ARGV[2])
+if redis.call('GET', KEYS[3]) == ARGV[5] then
+  redis.call('DEL', KEYS[3])
+end
+return receivers
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class FlightKeys:
+    """The Redis keys and channel of one named flight (they share the name's hash tag)."""
+
+    lease: str
+    epoch: str
+    outcome: str
+    channel: str
+
+    @classmethod
+    def of(cls, keys: Keys, name: str) -> FlightKeys:
+        stem = keys.flight(name)
+        return cls(f"{stem}:lease", f"{stem}:epoch", f"{stem}:outcome", f"{stem}:done")
+
+
+class FlightScripts:
+    """The flight's atomic Redis steps, registered once per client."""
+
+    def __init__(self, client: redis.Redis) -> None:
+        self._acquire = client.register_script(ACQUIRE_LUA)
+        self._extend = client.register_script(EXTEND_LUA)
+        self._release = client.register_script(RELEASE_LUA)
+        self._finish = client.register_script(FINISH_LUA)
+
+    def acquire(self, fk: FlightKeys, token: str, lease_ms: int) -> tuple[bool, int]:
+        """Take the lease if free: (True, new epoch); else (False, the holder's epoch)."""
+        got, epoch = self._acquire(keys=[fk.lease, fk.epoch], args=[token, lease_ms, EPOCH_TTL_MS])
+        return bool(got), int(epoch)
+
+    def extend(self, fk: FlightKeys, token: str, lease_ms: int) -> bool:
+        """Push the lease's expiry out if we still hold it."""
+        return bool(self._extend(keys=[fk.lease], args=[token, lease_ms]))
+
+    def release(self, fk: FlightKeys, token: str) -> bool:
+        """Drop the lease if we still hold it."""
+        return bool(self._release(keys=[fk.lease], args=[token]))
+
+    def finish(
+        self, fk: FlightKeys, epoch: int, payload: bytes, token: str, outcome_ttl_ms: int
+    ) -> int | None:
+        """Store + publish the outcome and release: subscribers reached, or None when fenced."""
+        receivers = int(
+            self._finish(
+                keys=[fk.epoch, fk.outcome, fk.lease],
+                args=[epoch, payload, outcome_ttl_ms, fk.channel, token],
+            )
+        )
+        return None if receivers < 0 else receivers
+
+
+# --- outcome encoding (pure) -------------------------------------------------------------------
+@dataclass(frozen=True, slots=True)
+class StoredOutcome:
+    """What a leader left for its followers: a value, or its error's type and text."""
+
+    epoch: int
+    ok: bool
+    value: Any = None
+    error_type: str = ""
+    error: str = ""
+
+
+def encode_outcome(epoch: int, *, value: Any = None, error: BaseException | None = None) -> bytes:
+    """The outcome payload; raises ``orjson.JSONEncodeError`` (a TypeError) for a bad value."""
+    if error is not None:
+        body = {"type": type(error).__name__, "message": str(error)}
+        return orjson.dumps({"epoch": epoch, "ok": False, "error": body})
+    return orjson.dumps({"epoch": epoch, "ok": True, "value": value})
+
+
+def decode_outcome(raw: bytes | str | None) -> StoredOutcome | None:
+    """Parse a stored or published outcome; None if absent or unreadable."""
+    if raw is None:
+        return None
+    try:
+        doc = orjson.loads(raw)
+        if doc["ok"]:
+            return StoredOutcome(epoch=int(doc["epoch"]), ok=True, value=doc.get("value"))
+        err = doc.get("error") or {}
+        return StoredOutcome(
+            epoch=int(doc["epoch"]),
+            ok=False,
+            error_type=str(err.get("type", "")),
+            error=str(err.get("message", "")),
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+# --- the flight ----------------------------------------------------------------------------------
+class FlightLease:
+    """Handed to the leader's function: which flight and epoch it runs, and whether it still may."""
+
+    def __init__(self, name: str, epoch: int, token: str, check: Callable[[], bool]) -> None:
+        self.name = name
+        self.epoch = epoch
+        self.token = token
+        self._check = check
+
+    def still_owner(self) -> bool:
+        """Whether the lease is still ours (asks Redis); False once it lapsed or was taken."""
+        return self._check()
+
+
+@dataclass(frozen=True, slots=True)
+class FlightOutcome(Generic[J]):
+    """One caller's result: the value, whether it led, the flight's epoch, how long it waited."""
+
+    value: J
+    led: bool
+    epoch: int
+    fell_back: bool
+    waited_s: float
+
+
+@dataclass(frozen=True, slots=True)
+class _Takeover:
+    epoch: int
+
+
+@dataclass(frozen=True, slots=True)
+class _Caller:
+    """One run() call's identity: the flight it is in and its lease token."""
+
+    name: str
+    fk: FlightKeys
+    token: str
+
+
+class DistributedFlight:
+    """Runs a named function once across processes; everyone else gets the leader's outcome."""
+
+    def __init__(
+        self,
+        redis: redis.Redis,
+        keys: Keys,
+        *,
+        lease_ms: int = 5000,
+        heartbeat_ms: int = 1000,
+        wait_s: float = 30.0,
+        recheck_s: float = 0.5,
+        outcome_ttl_ms: int = 10000,
+        enabled: bool = True,
+        stats: FlightStats | None = None,
+    ) -> None:
+        if heartbeat_ms >= lease_ms:
+            raise ValueError("heartbeat_ms must be shorter than lease_ms")
+        self.redis = redis
+        self.keys = keys
+        self.lease_ms = lease_ms
+        self.heartbeat_ms = heartbeat_ms
+        self.wait_s = wait_s
+        self.recheck_s = recheck_s
+        self.outcome_ttl_ms = outcome_ttl_ms
+        self.enabled = enabled
+        self.stats = stats if stats is not None else GLOBAL_STATS
+        self.scripts = FlightScripts(redis)
+
+    def run(
+        self,
+        name: str,
+        fn: Callable[[FlightLease], J],
+        *,
+        wait_s: float | None = None,
+        fallback: Callable[[], J | None] | None = None,
+    ) -> FlightOutcome[J]:
+        """Lead the flight ``name`` (running ``fn``) or wait for its leader's outcome.
+
+        A waiter past ``wait_s`` returns ``fallback()`` if that gives a value, else raises
+        ``FlightTimeout``; a leader's failure reaches waiters as ``FlightFailed``.
+        """
+        started = time.monotonic()
+        token = secrets.token_hex(16)
+        if not self.enabled:
+            self.stats.record_led()
+            value = fn(FlightLease(name, 0, token, lambda: True))
+            return FlightOutcome(value, led=True, epoch=0, fell_back=False, waited_s=0.0)
+        me = _Caller(name, FlightKeys.of(self.keys, name), token)
+        deadline = started + (self.wait_s if wait_s is None else wait_s)
+        acquired, epoch = self.scripts.acquire(me.fk, token, self.lease_ms)
+        if acquired:
+            return self._lead(me, epoch, fn)
+        joined = self._follow(me, epoch, deadline)
+        if isinstance(joined, _Takeover):
+            self.stats.record_takeover()
+            log.warning("flight taken over", flight=name, epoch=joined.epoch, outcome="takeover")
+            return self._lead(me, joined.epoch, fn)
+        if joined is not None:
+            return self._settle(name, joined, started)
+        return self._give_up(name, epoch, started, fallback)
+
+    # --- leader -----------------------------------------------------------------------------
+    def _lead(self, me: _Caller, epoch: int, fn: Callable[[FlightLease], J]) -> FlightOutcome[J]:
+        self.stats.record_led()
+        lost = threading.Event()
+        lease = FlightLease(me.name, epoch, me.token, lambda: self._owns(me, lost))
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(me, stop, lost), daemon=True)
+        t0 = time.monotonic()
+        beat.start()
+        try:
+            try:
+                value = fn(lease)
+            finally:
+                stop.set()
+                beat.join()
+        except Exception as exc:
+            self._finish(me, epoch, t0, encode_outcome(epoch, error=exc), "error")
+            raise
+        except BaseException:  # interrupted: no outcome; a follower takes over
+            self._release_quietly(me)
+            raise
+        try:
+            payload = encode_outcome(epoch, value=value)
+        except TypeError as exc:  # not JSON-serialisable: a bug the followers must hear about too
+            self._finish(me, epoch, t0, encode_outcome(epoch, error=exc), "error")
+            raise
+        self._finish(me, epoch, t0, payload, "ok")
+        return FlightOutcome(value, led=True, epoch=epoch, fell_back=False, waited_s=0.0)
+
+    def _finish(self, me: _Caller, epoch: int, t0: float, payload: bytes, outcome: str) -> None:
+        try:
+            receivers = self.scripts.finish(me.fk, epoch, payload, me.token, self.outcome_ttl_ms)
+        except BaseException:
+            self._release_quietly(me)
+            raise
+        duration_ms = round((time.monotonic() - t0) * 1000, 1)
+        if receivers is None:
+            self._release_quietly(me)
+            log.warning(
+                "flight outcome fenced off: a newer epoch owns the flight",
+                flight=me.name,
+                epoch=epoch,
+                outcome="fenced",
+                duration_ms=duration_ms,
+            )
+            return
+        self.stats.record_flight_done(receivers)
+        log.info(
+            "flight led",
+            flight=me.name,
+            epoch=epoch,
+            outcome=outcome,
+            duration_ms=duration_ms,
+            waiters=receivers,
+        )
+
+    def _heartbeat(self, me: _Caller, stop: threading.Event, lost: threading.Event) -> None:
+        while not stop.wait(self.heartbeat_ms / 1000):
+            try:
+                still = self.scripts.extend(me.fk, me.token, self.lease_ms)
+            except redis.RedisError as exc:
+                log.warning("flight heartbeat failed", flight=me.name, error=str(exc))
+                continue
+            if not still:
+                lost.set()
+                log.warning("flight lease lost", flight=me.name, outcome="lease_lost")
+                return
+
+    def _owns(self, me: _Caller, lost: threading.Event) -> bool:
+        if lost.is_set():
+            return False
+        holder = cast("bytes | str | None", self.redis.get(me.fk.lease))
+        return holder is not None and _text(holder) == me.token
+
+    def _release_quietly(self, me: _Caller) -> None:
+        try:
+            self.scripts.release(me.fk, me.token)
+        except redis.RedisError as exc:  # the lease lapses on its own
+            log.warning("flight lease release failed", flight=me.name, error=str(exc))
+
+    # --- follower ---------------------------------------------------------------------------
+    def _follow(self, me: _Caller, epoch: int, deadline: float) -> StoredOutcome | _Takeover | None:
+        """Wait for an outcome of ``epoch`` or later; take over a lapsed lease; None at deadline."""
+        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+        try:
+            pubsub.subscribe(me.fk.channel)
+            self._await_subscribed(pubsub, deadline)
+            while True:
+                raw, holder = cast(
+                    "list[bytes | None]", self.redis.mget([me.fk.outcome, me.fk.lease])
+                )
+                stored = decode_outcome(raw)
+                if stored is not None and stored.epoch >= epoch:
+                    return stored
+                if time.monotonic() >= deadline:
+                    return None
+                if holder is None:
+                    acquired, current = self.scripts.acquire(me.fk, me.token, self.lease_ms)
+                    if acquired:
+                        return _Takeover(current)
+                remaining = deadline - time.monotonic()
+                published = self._next_outcome(pubsub, epoch, min(self.recheck_s, remaining))
+                if published is not None:
+                    return published
+        finally:
+            pubsub.close()
+
+    @staticmethod
+    def _await_subscribed(pubsub: redis.client.PubSub, deadline: float) -> None:
+        # The first reply is the subscribe confirmation; after it no publish can be missed.
+        while (left := deadline - time.monotonic()) > 0:
+            msg = pubsub.get_message(timeout=min(left, 1.0))
+            if msg is not None and msg["type"] == "subscribe":
+                return
+
+    @staticmethod
+    def _next_outcome(
+        pubsub: redis.client.PubSub, epoch: int, timeout: float
+    ) -> StoredOutcome | None:
+        until = time.monotonic() + timeout
+        while (left := until - time.monotonic()) > 0:
+            msg = pubsub.get_message(timeout=left)
+            if msg is None or msg["type"] != "message":
+                continue
+            stored = decode_outcome(msg["data"])
+            if stored is not None and stored.epoch >= epoch:
+                return stored
+        return None
+
+    def _settle(self, name: str, stored: StoredOutcome, started: float) -> FlightOutcome[J]:
+        waited = time.monotonic() - started
+        self.stats.record_joined(waited)
+        log.debug(
+            "flight joined",
+            flight=name,
+            epoch=stored.epoch,
+            outcome="ok" if stored.ok else "error",
+            duration_ms=round(waited * 1000, 1),
+        )
+        if not stored.ok:
+            raise FlightFailed(
+                "the flight's leader failed",
+                flight=name,
+                epoch=stored.epoch,
+                error_type=stored.error_type,
+                error=stored.error,
+            )
+        return FlightOutcome(
+            stored.value, led=False, epoch=stored.epoch, fell_back=False, waited_s=waited
+        )
+
+    def _give_up(
+        self, name: str, epoch: int, started: float, fallback: Callable[[], J | None] | None
+    ) -> FlightOutcome[J]:
+        waited = time.monotonic() - started
+        value = fallback() if fallback is not None else None
+        if value is not None:
+            self.stats.record_fallback()
+            log.warning(
+                "flight wait expired; serving fallback",
+                flight=name,
+                epoch=epoch,
+                outcome="fallback",
+                duration_ms=round(waited * 1000, 1),
+            )
+            return FlightOutcome(value, led=False, epoch=epoch, fell_back=True, waited_s=waited)
+        self.stats.record_timeout()
+        log.warning(
+            "flight wait expired",
+            flight=name,
+            epoch=epoch,
+            outcome="timeout",
+            duration_ms=round(waited * 1000, 1),
+        )
+        raise FlightTimeout(
+            "the flight's leader did not finish before this waiter's deadline",
+            flight=name,
+            epoch=epoch,
+            waited_s=round(waited, 3),
+        )
+
+
+def _text(raw: bytes | str) -> str:
+    return raw.decode() if isinstance(raw, bytes) else raw
