@@ -37,7 +37,7 @@ class Settings(BaseSettings):
     oneroster_backoff_base_s: float = 0.2
     oneroster_backoff_max_s: float = 5.0
     oneroster_page_size: int = 1000
-    oneroster_batch_size: int = 50
+    oneroster_batch_size: int = 100
     oneroster_line_item_suffix: str = "_ali"
 
     api_tokens: dict[str, list[str]] = Field(default_factory=dict)

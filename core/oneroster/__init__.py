@@ -1,1 +1,4 @@
-"""OneRoster 1.2 (Timeback extensions) client: models, filters, a sans-I/O protocol and two shells."""
+"""OneRoster 1.2 (Timeback extensions) client.
+
+Models, filters, a sans-I/O protocol and two thin shells (sync for Celery, async for the API).
+"""

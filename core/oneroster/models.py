@@ -144,7 +144,7 @@ class TokenResponse(BaseModel):
 
     model_config = ConfigDict(extra="ignore")
     access_token: str
-    token_type: str = "Bearer"
+    token_type: str = "Bearer"  # noqa: S105 - the token type, not a secret
     expires_in: float = Field(default=3600.0)
 
 
