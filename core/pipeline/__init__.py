@@ -1,0 +1,1 @@
+"""The rebuild pipeline's logic: dirty marks, debounce, rebuild leases, rebuilds, reconcile."""

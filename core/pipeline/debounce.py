@@ -1,0 +1,242 @@
+"""Per-course debounce and rebuild lease, kept in Redis so every worker process agrees.
+
+An event marks the course dirty (a sequence number grows) and asks for a rebuild. A quiet course
+is rebuilt at once (leading edge). While a rebuild runs, or within the debounce window after one
+started, further events schedule at most one more rebuild, delayed to the end of the window
+(trailing edge). The rebuild remembers the sequence it started from; if events arrived meanwhile it
+schedules the trailing rebuild itself, else it clears the dirty mark. A cap bounds how long a
+change can wait.
+"""
+
+from __future__ import annotations
+
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, cast
+
+import redis
+
+from core.keys import Keys
+
+# KEYS: dirty, scheduled-flag, lease, window, dirty_set ; ARGV: course_id, now_ms, flag_ttl_ms,
+#       debounce_ms, max_wait_ms
+# Returns the countdown in ms for a rebuild to enqueue, or -1 when one is already scheduled.
+_NOTE_DIRTY = """
+local now = tonumber(ARGV[2])
+redis.call('HINCRBY', KEYS[1], 'seq', 1)
+redis.call('HSETNX', KEYS[1], 'first', now)
+redis.call('HSET', KEYS[1], 'last', now)
+redis.call('ZADD', KEYS[5], 'NX', now, ARGV[1])
+if redis.call('EXISTS', KEYS[2]) == 1 then
+  return -1
+end
+redis.call('SET', KEYS[2], now, 'PX', ARGV[3])
+local countdown = 0
+local window = redis.call('PTTL', KEYS[4])
+if window and window > 0 then countdown = window end
+if redis.call('EXISTS', KEYS[3]) == 1 and countdown < tonumber(ARGV[4]) then
+  countdown = tonumber(ARGV[4])
+end
+local first = tonumber(redis.call('HGET', KEYS[1], 'first'))
+local cap = first + tonumber(ARGV[5]) - now
+if cap < 0 then cap = 0 end
+if countdown > cap then countdown = cap end
+return countdown
+"""
+
+# KEYS: lease, scheduled-flag, window, dirty ; ARGV: token, lease_ms, debounce_ms
+# Returns {1, seq, first} when the lease was taken, {0} otherwise.
+_BEGIN = """
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  redis.call('DEL', KEYS[2])
+  redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
+  local seq = redis.call('HGET', KEYS[4], 'seq') or '0'
+  local first = redis.call('HGET', KEYS[4], 'first') or '0'
+  return {1, seq, first}
+end
+return {0}
+"""
+
+# KEYS: dirty, scheduled-flag, window, dirty_set, lease ; ARGV: course_id, seq_at_start, now_ms,
+#       flag_ttl_ms, token
+# Returns -2 clean, -1 a rebuild is already scheduled, else the trailing rebuild's countdown (ms).
+_FINISH = """
+local seq = redis.call('HGET', KEYS[1], 'seq') or '0'
+if redis.call('GET', KEYS[5]) == ARGV[5] then redis.call('DEL', KEYS[5]) end
+if seq == ARGV[2] then
+  redis.call('DEL', KEYS[1])
+  redis.call('ZREM', KEYS[4], ARGV[1])
+  return -2
+end
+if redis.call('EXISTS', KEYS[2]) == 1 then return -1 end
+redis.call('SET', KEYS[2], ARGV[3], 'PX', ARGV[4])
+local window = redis.call('PTTL', KEYS[3])
+if window and window > 0 then return window end
+return 0
+"""
+
+_EXTEND = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+"""
+
+_RELEASE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class RebuildTicket:
+    """A held rebuild lease: the owner token and the dirty sequence the rebuild covers."""
+
+    course_id: str
+    token: str
+    seq: str
+    dirty_since_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Finish:
+    """What to do after a rebuild: nothing (clean / already scheduled) or a trailing rebuild."""
+
+    clean: bool
+    trailing_countdown_s: float | None
+
+
+class Debouncer:
+    """Dirty marks, the scheduled flag, the debounce window and the rebuild lease of courses."""
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        keys: Keys,
+        *,
+        debounce_s: float = 0.25,
+        max_wait_s: float = 5.0,
+        lease_ms: int = 60_000,
+    ) -> None:
+        self._redis = redis_client
+        self._keys = keys
+        self.debounce_ms = max(1, int(debounce_s * 1000))
+        self.max_wait_ms = max(self.debounce_ms, int(max_wait_s * 1000))
+        self.lease_ms = lease_ms
+        # The flag outlives any normal wait so it never wedges: a lost task frees it by expiry.
+        self.flag_ttl_ms = self.max_wait_ms * 4 + lease_ms
+        self._note = redis_client.register_script(_NOTE_DIRTY)
+        self._begin = redis_client.register_script(_BEGIN)
+        self._finish = redis_client.register_script(_FINISH)
+        self._extend = redis_client.register_script(_EXTEND)
+        self._release = redis_client.register_script(_RELEASE)
+
+    def _flag(self, course_id: str) -> str:
+        return self._keys.course_tag(course_id) + ":scheduled"
+
+    def note_dirty(self, course_id: str, *, now: float | None = None) -> float | None:
+        """Mark the course dirty; the countdown (s) of a rebuild to enqueue, or None if one is due.
+
+        None means a rebuild is already scheduled and will cover this change.
+        """
+        k = self._keys
+        now_ms = int((time.time() if now is None else now) * 1000)
+        result = self._note(
+            keys=[
+                k.dirty(course_id),
+                self._flag(course_id),
+                k.rebuild_lease(course_id),
+                k.rebuild_window(course_id),
+                k.dirty_set(),
+            ],
+            args=[course_id, now_ms, self.flag_ttl_ms, self.debounce_ms, self.max_wait_ms],
+        )
+        countdown = int(result)
+        return None if countdown < 0 else countdown / 1000.0
+
+    def begin(self, course_id: str) -> RebuildTicket | None:
+        """Take the rebuild lease (None if another rebuild holds it); open the debounce window."""
+        k = self._keys
+        token = secrets.token_hex(12)
+        result = self._begin(
+            keys=[
+                k.rebuild_lease(course_id),
+                self._flag(course_id),
+                k.rebuild_window(course_id),
+                k.dirty(course_id),
+            ],
+            args=[token, self.lease_ms, self.debounce_ms],
+        )
+        if int(result[0]) != 1:
+            return None
+        seq = _text(result[1])
+        return RebuildTicket(course_id, token, seq, int(_text(result[2]) or 0))
+
+    def extend(self, ticket: RebuildTicket) -> bool:
+        """Heartbeat: extend the lease if we still own it."""
+        lease = self._keys.rebuild_lease(ticket.course_id)
+        return bool(self._extend(keys=[lease], args=[ticket.token, self.lease_ms]))
+
+    def release(self, ticket: RebuildTicket) -> bool:
+        """Release the lease only if we still own it (a failed rebuild keeps the course dirty)."""
+        lease = self._keys.rebuild_lease(ticket.course_id)
+        return bool(self._release(keys=[lease], args=[ticket.token]))
+
+    def finish(self, ticket: RebuildTicket, *, now: float | None = None) -> Finish:
+        """Release the lease; clear the dirty mark if nothing arrived meanwhile, else trail once."""
+        k = self._keys
+        now_ms = int((time.time() if now is None else now) * 1000)
+        result = int(
+            self._finish(
+                keys=[
+                    k.dirty(ticket.course_id),
+                    self._flag(ticket.course_id),
+                    k.rebuild_window(ticket.course_id),
+                    k.dirty_set(),
+                    k.rebuild_lease(ticket.course_id),
+                ],
+                args=[ticket.course_id, ticket.seq, now_ms, self.flag_ttl_ms, ticket.token],
+            )
+        )
+        if result == -2:
+            return Finish(clean=True, trailing_countdown_s=None)
+        if result == -1:
+            return Finish(clean=False, trailing_countdown_s=None)
+        return Finish(clean=False, trailing_countdown_s=result / 1000.0)
+
+    def retry_countdown_s(self, course_id: str) -> float:
+        """When a rebuild finds the lease held: try again after the window (or the debounce)."""
+        pttl = int(cast(Any, self._redis.pttl(self._keys.rebuild_window(course_id))))
+        return max(pttl, self.debounce_ms) / 1000.0
+
+    def clear(self, course_id: str) -> None:
+        """Forget every debounce mark of the course (used when the course is deleted)."""
+        k = self._keys
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.delete(k.dirty(course_id), self._flag(course_id), k.rebuild_window(course_id))
+        pipe.zrem(k.dirty_set(), course_id)
+        pipe.execute()
+
+    def dirty_courses(self, *, older_than_s: float = 0.0, now: float | None = None) -> list[str]:
+        """Course ids dirty since before ``now - older_than_s`` (for reconcile)."""
+        cutoff = int(((time.time() if now is None else now) - older_than_s) * 1000)
+        raw = cast(list[bytes], self._redis.zrangebyscore(self._keys.dirty_set(), "-inf", cutoff))
+        return [_text(r) for r in raw]
+
+    def lease_holder(self, course_id: str) -> str | None:
+        """The owner token of the running rebuild, if any (for ``bundles inspect``)."""
+        value = self._redis.get(self._keys.rebuild_lease(course_id))
+        return None if value is None else _text(value)
+
+    def is_dirty(self, course_id: str) -> bool:
+        """True while the course has changes no finished rebuild has covered."""
+        return bool(self._redis.exists(self._keys.dirty(course_id)))
+
+
+def _text(value: object) -> str:
+    if isinstance(value, bytes):
+        return value.decode()
+    return str(value)

@@ -1,0 +1,65 @@
+"""Periodic safety net: requeue courses left dirty (lost task, dead worker), catch missed events."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from core.bundle.store import BundleStore
+from core.errors import OneRosterError
+from core.logging import get_logger
+from core.pipeline.debounce import Debouncer
+
+log = get_logger(__name__)
+
+ChangedSince = Callable[[str, dt.datetime], bool]
+
+
+@dataclass(slots=True)
+class ReconcileReport:
+    """Courses requeued because they stayed dirty, and because OneRoster changed unseen."""
+
+    stuck: list[str] = field(default_factory=list)
+    drifted: list[str] = field(default_factory=list)
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def requeue(self) -> list[str]:
+        """Every course to rebuild, once each."""
+        return list(dict.fromkeys([*self.stuck, *self.drifted]))
+
+
+def reconcile(
+    debouncer: Debouncer,
+    store: BundleStore,
+    changed_since: ChangedSince | None,
+    *,
+    stuck_after_s: float,
+    max_drift_checks: int = 1000,
+) -> ReconcileReport:
+    """Find courses to rebuild; the caller enqueues ``report.requeue``."""
+    report = ReconcileReport()
+    for course_id in debouncer.dirty_courses(older_than_s=stuck_after_s):
+        # A live rebuild holds the lease and will trail itself; an orphaned lease has lapsed.
+        if debouncer.lease_holder(course_id) is None:
+            report.stuck.append(course_id)
+    if changed_since is not None:
+        course_ids = store.all_course_ids()[:max_drift_checks]
+        for meta in store.metas(course_ids):
+            since_text = meta.source_modified or meta.built_at
+            since = dt.datetime.fromisoformat(since_text.replace("Z", "+00:00"))
+            try:
+                if changed_since(meta.course_id, since):
+                    report.drifted.append(meta.course_id)
+            except OneRosterError as exc:
+                report.errors.append(meta.course_id)
+                log.warning("reconcile_probe_failed", course_id=meta.course_id, error=str(exc))
+    log.info(
+        "reconcile_done",
+        stuck=len(report.stuck),
+        drifted=len(report.drifted),
+        errors=len(report.errors),
+        outcome="requeue" if report.requeue else "clean",
+    )
+    return report

@@ -1,0 +1,139 @@
+"""Tasks: the debounced, fenced rebuild of one course, and the periodic reconcile."""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Any
+
+from celery import Task
+
+from core.errors import OneRosterError
+from core.logging import get_logger
+from core.pipeline.debounce import Debouncer, RebuildTicket
+from core.pipeline.reconcile import reconcile
+from worker import metrics
+from worker.celery_app import REBUILDS_QUEUE, TASK_REBUILD, TASK_RECONCILE, app
+from worker.runtime import get_runtime
+
+log = get_logger(__name__)
+
+MAX_RETRIES = 8
+
+
+def enqueue_rebuild(course_id: str, *, countdown: float = 0.0, retries: int = 0) -> None:
+    """Queue a rebuild of the course (``countdown`` seconds from now)."""
+    rebuild_course.apply_async(
+        args=[course_id],
+        kwargs={"failures": retries},
+        countdown=countdown if countdown > 0 else None,
+        queue=REBUILDS_QUEUE,
+    )
+
+
+@contextmanager
+def _heartbeat(debouncer: Debouncer, ticket: RebuildTicket) -> Iterator[None]:
+    """Keep the rebuild lease alive while we work; a dead worker's lease lapses on its own."""
+    stop = threading.Event()
+    interval = max(0.5, debouncer.lease_ms / 3000.0)
+
+    def beat() -> None:
+        while not stop.wait(interval):
+            if not debouncer.extend(ticket):
+                return
+
+    thread = threading.Thread(target=beat, name=f"lease-{ticket.course_id}", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=1)
+
+
+@app.task(name=TASK_REBUILD, bind=True, max_retries=None)
+def rebuild_course(self: Task, course_id: str, failures: int = 0) -> dict[str, Any]:
+    """Rebuild one course unless another rebuild runs (then come back after the window)."""
+    rt = get_runtime()
+    if not rt.debouncer.is_dirty(course_id) and rt.store.generation(course_id) is not None:
+        # A deferred or duplicate message whose change an earlier rebuild already covered.
+        metrics.REBUILDS.labels("coalesced").inc()
+        return {"outcome": "clean"}
+    ticket = rt.debouncer.begin(course_id)
+    if ticket is None:
+        metrics.REBUILDS.labels("coalesced").inc()
+        enqueue_rebuild(
+            course_id, countdown=rt.debouncer.retry_countdown_s(course_id), retries=failures
+        )
+        log.info("rebuild_deferred", course_id=course_id, outcome="lease_held")
+        return {"outcome": "deferred"}
+    metrics.REBUILDS.labels("started").inc()
+    try:
+        with _heartbeat(rt.debouncer, ticket):
+            outcome = rt.rebuilder.rebuild(course_id)
+    except OneRosterError as exc:
+        rt.debouncer.release(ticket)
+        return _failed(rt, course_id, failures, exc)
+    except Exception:
+        rt.debouncer.release(ticket)
+        raise
+    metrics.REBUILD_DURATION.observe(outcome.duration_ms / 1000)
+    if outcome.outcome == "stored":
+        metrics.REBUILDS.labels("succeeded").inc()
+        if ticket.dirty_since_ms:
+            lag = time.time() - ticket.dirty_since_ms / 1000
+            metrics.EVENT_TO_FRESH.observe(max(0.0, lag))
+    elif outcome.outcome == "stale_rejected":
+        metrics.REBUILDS.labels("stale_rejected").inc()
+        metrics.STALE_WRITES.inc()
+    else:
+        metrics.REBUILDS.labels("not_found").inc()
+    finish = rt.debouncer.finish(ticket)
+    if finish.trailing_countdown_s is not None:
+        enqueue_rebuild(course_id, countdown=finish.trailing_countdown_s)
+    return {"outcome": outcome.outcome, "generation": outcome.generation, "clean": finish.clean}
+
+
+def _failed(rt: Any, course_id: str, failures: int, exc: Exception) -> dict[str, Any]:
+    if failures >= MAX_RETRIES:
+        rt.dlq.add(
+            reason=f"rebuild kept failing after {failures} retries: {exc}",
+            payload={"courseId": course_id},
+            source="task",
+            context={"task": TASK_REBUILD, "course_id": course_id},
+        )
+        metrics.REBUILDS.labels("failed").inc()
+        metrics.DEAD_LETTERS.labels("task").inc()
+        log.error("rebuild_failed", course_id=course_id, outcome="dead_lettered", error=str(exc))
+        return {"outcome": "failed"}
+    countdown = min(60.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
+    metrics.REBUILDS.labels("retried").inc()
+    log.warning(
+        "rebuild_retry", course_id=course_id, failures=failures + 1, countdown_s=round(countdown, 2)
+    )
+    enqueue_rebuild(course_id, countdown=countdown, retries=failures + 1)
+    return {"outcome": "retry"}
+
+
+@app.task(name=TASK_RECONCILE)
+def reconcile_courses() -> dict[str, Any]:
+    """Requeue courses left dirty or changed upstream without an event."""
+    rt = get_runtime()
+    s = rt.settings
+    report = reconcile(
+        rt.debouncer,
+        rt.store,
+        rt.changed_since,
+        stuck_after_s=s.debounce_max_wait_s + s.rebuild_lease_ms / 1000,
+    )
+    metrics.RECONCILE_REQUEUED.labels("stuck").inc(len(report.stuck))
+    for course_id in report.drifted:
+        metrics.RECONCILE_REQUEUED.labels("drifted").inc()
+        rt.debouncer.note_dirty(course_id)
+    for course_id in report.requeue:
+        enqueue_rebuild(course_id)
+    metrics.DLQ_SIZE.set(rt.dlq.count())
+    return {"stuck": report.stuck, "drifted": report.drifted}

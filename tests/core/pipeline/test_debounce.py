@@ -1,0 +1,120 @@
+"""Debounce semantics: leading edge for a quiet course, one trailing rebuild for a burst."""
+
+from __future__ import annotations
+
+import fakeredis
+
+from core.keys import Keys
+from core.pipeline.debounce import Debouncer
+
+
+def make(fake_redis: fakeredis.FakeRedis, keys: Keys, **kw: float) -> Debouncer:
+    return Debouncer(fake_redis, keys, debounce_s=0.25, max_wait_s=5.0, lease_ms=10_000, **kw)
+
+
+def test_quiet_course_rebuilds_at_once(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    d = make(fake_redis, keys)
+    assert d.note_dirty("c1") == 0.0
+    assert d.is_dirty("c1")
+
+
+def test_burst_before_the_rebuild_starts_schedules_only_once(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    d = make(fake_redis, keys)
+    scheduled = [d.note_dirty("c1") for _ in range(200)]
+    assert scheduled[0] == 0.0
+    assert scheduled[1:] == [None] * 199
+
+
+def test_events_during_a_rebuild_cause_exactly_one_trailing_rebuild(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    d = make(fake_redis, keys)
+    d.note_dirty("c1")
+    ticket = d.begin("c1")
+    assert ticket is not None
+    # Events while the rebuild runs: the first schedules a delayed rebuild, the rest coalesce.
+    during = [d.note_dirty("c1") for _ in range(50)]
+    assert during[0] is not None and during[0] > 0
+    assert during[1:] == [None] * 49
+    finish = d.finish(ticket)
+    assert not finish.clean
+    # The trailing rebuild was already scheduled by the first event during the run.
+    assert finish.trailing_countdown_s is None
+    assert d.is_dirty("c1")
+
+
+def test_rebuild_with_no_new_events_clears_the_course(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    d = make(fake_redis, keys)
+    d.note_dirty("c1")
+    ticket = d.begin("c1")
+    assert ticket is not None
+    finish = d.finish(ticket)
+    assert finish.clean
+    assert not d.is_dirty("c1")
+    assert d.dirty_courses() == []
+    assert d.lease_holder("c1") is None
+
+
+def test_second_rebuild_cannot_take_a_held_lease(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    d = make(fake_redis, keys)
+    d.note_dirty("c1")
+    first = d.begin("c1")
+    assert first is not None
+    assert d.begin("c1") is None
+    assert d.retry_countdown_s("c1") >= 0.25
+
+
+def test_event_right_after_a_rebuild_waits_for_the_window(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    d = make(fake_redis, keys)
+    d.note_dirty("c1")
+    ticket = d.begin("c1")
+    assert ticket is not None
+    assert d.finish(ticket).clean
+    countdown = d.note_dirty("c1")
+    # The window opened at begin() is still open: trailing edge, not another immediate rebuild.
+    assert countdown is not None and 0 < countdown <= 0.25
+
+
+def test_lease_is_released_only_by_its_owner(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    d = make(fake_redis, keys)
+    d.note_dirty("c1")
+    ticket = d.begin("c1")
+    assert ticket is not None
+    fake_redis.set(keys.rebuild_lease("c1"), b"someone-else")
+    assert not d.release(ticket)
+    assert not d.extend(ticket)
+    assert d.lease_holder("c1") == "someone-else"
+
+
+def test_max_wait_caps_the_countdown(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    d = Debouncer(fake_redis, keys, debounce_s=2.0, max_wait_s=2.0, lease_ms=10_000)
+    d.note_dirty("c1", now=1000.0)
+    ticket = d.begin("c1")
+    assert ticket is not None
+    # First dirty at t=1000 s; an event at t=1001.9 may wait at most 0.1 s more.
+    countdown = d.note_dirty("c1", now=1001.9)
+    assert countdown is not None and countdown <= 0.1 + 1e-6
+
+
+def test_clear_forgets_a_deleted_course(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    d = make(fake_redis, keys)
+    d.note_dirty("c1")
+    d.clear("c1")
+    assert not d.is_dirty("c1")
+    assert d.dirty_courses() == []
+    assert d.note_dirty("c1") == 0.0
+
+
+def test_dirty_courses_lists_only_old_marks(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    d = make(fake_redis, keys)
+    d.note_dirty("old", now=100.0)
+    d.note_dirty("new", now=200.0)
+    assert d.dirty_courses(older_than_s=50, now=200.0) == ["old"]

@@ -1,0 +1,87 @@
+"""The Celery application: queues, reliability settings and the beat schedule (docs/celery.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from celery import Celery
+from kombu.entity import Exchange, Queue
+
+from core.events.broker import EVENTS_QUEUE, TASK_HANDLE_EVENT
+from core.settings import Settings, get_settings
+
+REBUILDS_QUEUE = "rebuilds"
+TASK_REBUILD = "course_bundles.rebuild"
+TASK_RECONCILE = "course_bundles.reconcile"
+
+
+def celery_config(settings: Settings) -> dict[str, Any]:
+    """Every Celery setting we choose, derived from our one settings object."""
+    broker = settings.effective_broker_url
+    is_amqp = broker.startswith(("amqp://", "amqps://", "pyamqp://"))
+    transport: dict[str, Any] = {}
+    if is_amqp:
+        transport["confirm_publish"] = True
+    else:
+        transport.update(
+            visibility_timeout=settings.broker_visibility_timeout_s,
+            health_check_interval=25,
+            socket_timeout=10,
+            socket_connect_timeout=5,
+            socket_keepalive=True,
+            retry_on_timeout=True,
+        )
+    return {
+        "broker_url": broker,
+        "broker_transport_options": transport,
+        "broker_connection_retry": True,
+        "broker_connection_retry_on_startup": True,
+        "broker_connection_max_retries": None,
+        "broker_heartbeat": 30 if is_amqp else 0,
+        "broker_pool_limit": 10,
+        # Results are never read: events and rebuilds report through Redis state and logs.
+        "task_ignore_result": True,
+        "result_backend": None,
+        "task_serializer": "json",
+        "result_serializer": "json",
+        "accept_content": ["json"],
+        "event_serializer": "json",
+        # At-least-once: ack after the task body, and redeliver if the worker process dies.
+        "task_acks_late": True,
+        "task_reject_on_worker_lost": True,
+        "task_acks_on_failure_or_timeout": True,
+        "worker_prefetch_multiplier": 1,
+        "task_soft_time_limit": settings.task_soft_time_limit_s,
+        "task_time_limit": settings.task_time_limit_s,
+        "worker_cancel_long_running_tasks_on_connection_loss": True,
+        # Flower needs task events.
+        "worker_send_task_events": True,
+        "task_send_sent_event": True,
+        "task_queues": (
+            Queue(EVENTS_QUEUE, Exchange(EVENTS_QUEUE), routing_key=EVENTS_QUEUE),
+            Queue(REBUILDS_QUEUE, Exchange(REBUILDS_QUEUE), routing_key=REBUILDS_QUEUE),
+        ),
+        "task_default_queue": EVENTS_QUEUE,
+        "task_routes": {
+            TASK_HANDLE_EVENT: {"queue": EVENTS_QUEUE},
+            TASK_REBUILD: {"queue": REBUILDS_QUEUE},
+            TASK_RECONCILE: {"queue": REBUILDS_QUEUE},
+        },
+        "beat_schedule": {
+            "reconcile": {"task": TASK_RECONCILE, "schedule": settings.reconcile_period_s},
+        },
+        "worker_hijack_root_logger": False,
+        "worker_redirect_stdouts": False,
+        "timezone": "UTC",
+    }
+
+
+def create_app(settings: Settings | None = None) -> Celery:
+    """A configured Celery app with our tasks registered."""
+    settings = settings or get_settings()
+    celery_app = Celery("course_bundles", include=["tasks.events", "tasks.rebuild"])
+    celery_app.conf.update(celery_config(settings))
+    return celery_app
+
+
+app = create_app()

@@ -1,0 +1,32 @@
+"""Prometheus metrics of the worker and the API (docs/observability.md lists them all)."""
+
+from __future__ import annotations
+
+from prometheus_client import Counter, Gauge, Histogram
+
+EVENTS = Counter(
+    "cb_events_total", "Events seen by the worker, by outcome", ["outcome"]
+)  # received, duplicate, invalid, applied, failed
+REBUILDS = Counter(
+    "cb_rebuilds_total", "Rebuilds by outcome", ["outcome"]
+)  # started, coalesced, succeeded, failed, stale_rejected, not_found, retried
+STALE_WRITES = Counter("cb_stale_writes_rejected_total", "Bundle writes rejected by fencing")
+EVENT_TO_FRESH = Histogram(
+    "cb_event_to_fresh_seconds",
+    "From a course becoming dirty to its new bundle being readable",
+    buckets=(0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1, 2, 5, 10, 30, 60),
+)
+REBUILD_DURATION = Histogram(
+    "cb_rebuild_duration_seconds",
+    "Wall time of one rebuild (upstream reads included)",
+    buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
+)
+DEAD_LETTERS = Counter(
+    "cb_dead_letters_total", "Entries written to the dead-letter store", ["source"]
+)
+RECONCILE_REQUEUED = Counter(
+    "cb_reconcile_requeued_total", "Courses requeued by reconcile", ["why"]
+)
+DLQ_SIZE = Gauge(
+    "cb_dead_letters_stored", "Entries in the dead-letter store (sampled by reconcile)"
+)

@@ -1,0 +1,108 @@
+"""Per-process wiring of core objects for the worker (created lazily, reset after fork)."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from functools import cached_property
+
+import redis
+
+from core.bundle.store import BundleStore
+from core.events.dlq import DeadLetters
+from core.keys import Keys
+from core.oneroster.client import OneRosterClient
+from core.oneroster.fetch import (
+    course_changed_since,
+    courses_linking_resource,
+    fetch_course_records,
+)
+from core.oneroster.models import CourseRecords
+from core.pipeline.debounce import Debouncer
+from core.pipeline.intake import EventIntake
+from core.pipeline.rebuild import Rebuilder
+from core.settings import Settings, get_settings
+
+
+@dataclass
+class Runtime:
+    """The objects a worker process needs, built from one Settings."""
+
+    settings: Settings
+
+    @cached_property
+    def redis(self) -> redis.Redis:
+        return redis.Redis.from_url(
+            self.settings.redis_url, health_check_interval=25, socket_keepalive=True
+        )
+
+    @cached_property
+    def keys(self) -> Keys:
+        return Keys(prefix=self.settings.key_prefix)
+
+    @cached_property
+    def store(self) -> BundleStore:
+        return BundleStore(self.redis, self.keys)
+
+    @cached_property
+    def oneroster(self) -> OneRosterClient:
+        return OneRosterClient(self.settings)
+
+    @cached_property
+    def debouncer(self) -> Debouncer:
+        s = self.settings
+        return Debouncer(
+            self.redis,
+            self.keys,
+            debounce_s=s.debounce_s,
+            max_wait_s=s.debounce_max_wait_s,
+            lease_ms=s.rebuild_lease_ms,
+        )
+
+    @cached_property
+    def dlq(self) -> DeadLetters:
+        return DeadLetters(self.redis, self.keys)
+
+    def fetch(self, course_id: str) -> CourseRecords:
+        return fetch_course_records(self.oneroster, course_id)
+
+    @cached_property
+    def rebuilder(self) -> Rebuilder:
+        return Rebuilder(self.store, self.fetch)
+
+    @cached_property
+    def intake(self) -> EventIntake:
+        return EventIntake(
+            self.redis,
+            self.keys,
+            self.store,
+            self.debouncer,
+            resource_courses_upstream=lambda rid: courses_linking_resource(self.oneroster, rid),
+            dedupe_ttl_s=self.settings.event_dedupe_ttl_s,
+        )
+
+    def changed_since(self, course_id: str, since: object) -> bool:
+        import datetime as dt  # noqa: PLC0415
+
+        assert isinstance(since, dt.datetime)
+        return course_changed_since(self.oneroster, course_id, since)
+
+
+_lock = threading.Lock()
+_runtime: Runtime | None = None
+
+
+def get_runtime() -> Runtime:
+    """This process's runtime, built on first use."""
+    global _runtime  # noqa: PLW0603
+    with _lock:
+        if _runtime is None:
+            _runtime = Runtime(get_settings())
+        return _runtime
+
+
+def reset_runtime() -> None:
+    """Drop the runtime (after fork, or in tests after changing settings)."""
+    global _runtime  # noqa: PLW0603
+    with _lock:
+        _runtime = None
