@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import time
 import uuid
 from collections.abc import Iterator
@@ -113,19 +114,24 @@ def test_burst_of_200_events_coalesces_and_keeps_the_last_change(
     publish(pipeline, event("course.updated", course_id, course_id))
     before = pipeline.wait_quiet(course_id)
     lesson = lesson_of(simulator, course_id)
+    batches = [
+        [event("courseComponent.updated", lesson["sourcedId"], course_id) for _ in range(20)]
+        for _ in range(10)
+    ]
     started = time.monotonic()
-    for i in range(20):
-        if i == 19:
+    for i, batch in enumerate(batches):
+        if i == len(batches) - 1:
             simulator.catalog.update("courseComponents", lesson["sourcedId"], title="Final title")
-        batch = [
-            event("courseComponent.updated", lesson["sourcedId"], course_id) for _ in range(10)
-        ]
         publish(pipeline, *batch)
-        time.sleep(max(0.0, started + (i + 1) * 0.045 - time.monotonic()))
-    assert time.monotonic() - started < 1.5
+        time.sleep(max(0.0, started + (i + 1) * 0.085 - time.monotonic()))
+    elapsed = time.monotonic() - started
     after = pipeline.wait_quiet(course_id)
     rebuilds = after - before
-    assert 1 <= rebuilds <= 5, f"{rebuilds} rebuilds for 200 events"
+    # The contract: at most 1 + ceil(burst / window) rebuilds; 5 for a 1 s burst and 0.25 s window.
+    # On a loaded machine publishing itself can stretch the burst, so the bound uses what happened.
+    bound = 1 + math.ceil(max(elapsed, 1.0) / pipeline.settings.debounce_s)
+    assert 1 <= rebuilds <= bound, f"{rebuilds} rebuilds for 200 events in {elapsed:.2f}s"
+    assert elapsed < 1.5, f"publishing 200 events took {elapsed:.2f}s"
     assert "Final title" in titles_in(pipeline, course_id)
 
 
