@@ -13,7 +13,7 @@ from celery import Task
 
 from core.errors import OneRosterError
 from core.logging import get_logger
-from core.pipeline.debounce import Debouncer, RebuildTicket
+from core.pipeline.debounce import Debouncer, RebuildTicket, Wait
 from core.pipeline.reconcile import reconcile
 from worker import metrics
 from worker.celery_app import REBUILDS_QUEUE, TASK_REBUILD, TASK_RECONCILE, app
@@ -24,11 +24,16 @@ log = get_logger(__name__)
 MAX_RETRIES = 8
 
 
-def enqueue_rebuild(course_id: str, *, countdown: float = 0.0, retries: int = 0) -> None:
-    """Queue a rebuild of the course (``countdown`` seconds from now)."""
+def enqueue_rebuild(
+    course_id: str, *, countdown: float = 0.0, retries: int = 0, trailing: bool | None = None
+) -> None:
+    """Queue a rebuild of the course (``countdown`` seconds from now).
+
+    A delayed rebuild is a trailing edge unless said otherwise: it waits for the events to quiet.
+    """
     rebuild_course.apply_async(
         args=[course_id],
-        kwargs={"failures": retries},
+        kwargs={"failures": retries, "trailing": countdown > 0 if trailing is None else trailing},
         countdown=countdown if countdown > 0 else None,
         queue=REBUILDS_QUEUE,
     )
@@ -55,18 +60,27 @@ def _heartbeat(debouncer: Debouncer, ticket: RebuildTicket) -> Iterator[None]:
 
 
 @app.task(name=TASK_REBUILD, bind=True, max_retries=None)
-def rebuild_course(self: Task, course_id: str, failures: int = 0) -> dict[str, Any]:
-    """Rebuild one course unless another rebuild runs (then come back after the window)."""
+def rebuild_course(
+    self: Task, course_id: str, failures: int = 0, trailing: bool = False
+) -> dict[str, Any]:
+    """Rebuild one course, unless another rebuild runs or events are still arriving."""
     rt = get_runtime()
     if not rt.debouncer.is_dirty(course_id) and rt.store.generation(course_id) is not None:
         # A deferred or duplicate message whose change an earlier rebuild already covered.
         metrics.REBUILDS.labels("coalesced").inc()
         return {"outcome": "clean"}
-    ticket = rt.debouncer.begin(course_id)
+    ticket = rt.debouncer.begin(course_id, trailing=trailing)
+    if isinstance(ticket, Wait):
+        enqueue_rebuild(course_id, countdown=ticket.seconds, retries=failures, trailing=True)
+        log.debug("rebuild_waiting", course_id=course_id, outcome="events_arriving")
+        return {"outcome": "waiting"}
     if ticket is None:
         metrics.REBUILDS.labels("coalesced").inc()
         enqueue_rebuild(
-            course_id, countdown=rt.debouncer.retry_countdown_s(course_id), retries=failures
+            course_id,
+            countdown=rt.debouncer.retry_countdown_s(course_id),
+            retries=failures,
+            trailing=True,
         )
         log.info("rebuild_deferred", course_id=course_id, outcome="lease_held")
         return {"outcome": "deferred"}
@@ -93,7 +107,7 @@ def rebuild_course(self: Task, course_id: str, failures: int = 0) -> dict[str, A
         metrics.REBUILDS.labels("not_found").inc()
     finish = rt.debouncer.finish(ticket)
     if finish.trailing_countdown_s is not None:
-        enqueue_rebuild(course_id, countdown=finish.trailing_countdown_s)
+        enqueue_rebuild(course_id, countdown=finish.trailing_countdown_s, trailing=True)
     return {"outcome": outcome.outcome, "generation": outcome.generation, "clean": finish.clean}
 
 
@@ -114,7 +128,7 @@ def _failed(rt: Any, course_id: str, failures: int, exc: Exception) -> dict[str,
     log.warning(
         "rebuild_retry", course_id=course_id, failures=failures + 1, countdown_s=round(countdown, 2)
     )
-    enqueue_rebuild(course_id, countdown=countdown, retries=failures + 1)
+    enqueue_rebuild(course_id, countdown=countdown, retries=failures + 1, trailing=False)
     return {"outcome": "retry"}
 
 
@@ -134,6 +148,6 @@ def reconcile_courses() -> dict[str, Any]:
         metrics.RECONCILE_REQUEUED.labels("drifted").inc()
         rt.debouncer.note_dirty(course_id)
     for course_id in report.requeue:
-        enqueue_rebuild(course_id)
+        enqueue_rebuild(course_id, trailing=False)
     metrics.DLQ_SIZE.set(rt.dlq.count())
     return {"stuck": report.stuck, "drifted": report.drifted}

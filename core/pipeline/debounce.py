@@ -45,14 +45,33 @@ if countdown > cap then countdown = cap end
 return countdown
 """
 
-# KEYS: lease, scheduled-flag, window, dirty ; ARGV: token, lease_ms, debounce_ms
-# Returns {1, seq, first} when the lease was taken, {0} otherwise.
+# KEYS: lease, scheduled-flag, window, dirty ; ARGV: token, lease_ms, debounce_ms, now_ms,
+#       trailing (1/0), max_wait_ms
+# Returns {1, seq, first} when the lease was taken, {2, wait_ms} when a trailing rebuild should wait
+# for quiet, {0} when another rebuild holds the lease.
 _BEGIN = """
+local now = tonumber(ARGV[4])
+if ARGV[5] == '1' then
+  local last = tonumber(redis.call('HGET', KEYS[4], 'last') or '0')
+  local first = tonumber(redis.call('HGET', KEYS[4], 'first') or '0')
+  local quiet_for = now - last
+  local debounce = tonumber(ARGV[3])
+  if last > 0 and first > 0 and quiet_for < debounce then
+    local wait = debounce - quiet_for
+    local cap = first + tonumber(ARGV[6]) - now
+    if cap > 0 then
+      if wait > cap then wait = cap end
+      return {2, wait}
+    end
+  end
+end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('DEL', KEYS[2])
   redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
   local seq = redis.call('HGET', KEYS[4], 'seq') or '0'
   local first = redis.call('HGET', KEYS[4], 'first') or '0'
+  -- Every event so far is covered by this rebuild: the next one starts a new wait.
+  redis.call('HDEL', KEYS[4], 'first')
   return {1, seq, first}
 end
 return {0}
@@ -99,6 +118,13 @@ class RebuildTicket:
     token: str
     seq: str
     dirty_since_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Wait:
+    """A trailing rebuild came too early: events are still arriving; try again after ``seconds``."""
+
+    seconds: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,10 +183,18 @@ class Debouncer:
         countdown = int(result)
         return None if countdown < 0 else countdown / 1000.0
 
-    def begin(self, course_id: str) -> RebuildTicket | None:
-        """Take the rebuild lease (None if another rebuild holds it); open the debounce window."""
+    def begin(
+        self, course_id: str, *, trailing: bool = False, now: float | None = None
+    ) -> RebuildTicket | Wait | None:
+        """Take the rebuild lease and open the debounce window.
+
+        None: another rebuild holds the lease. ``Wait``: a trailing rebuild while events still
+        arrive; it waits for ``debounce`` of quiet, but never past ``max_wait`` after the first
+        event it covers.
+        """
         k = self._keys
         token = secrets.token_hex(12)
+        now_ms = int((time.time() if now is None else now) * 1000)
         result = self._begin(
             keys=[
                 k.rebuild_lease(course_id),
@@ -168,9 +202,19 @@ class Debouncer:
                 k.rebuild_window(course_id),
                 k.dirty(course_id),
             ],
-            args=[token, self.lease_ms, self.debounce_ms],
+            args=[
+                token,
+                self.lease_ms,
+                self.debounce_ms,
+                now_ms,
+                "1" if trailing else "0",
+                self.max_wait_ms,
+            ],
         )
-        if int(result[0]) != 1:
+        status = int(result[0])
+        if status == 2:
+            return Wait(int(result[1]) / 1000.0)
+        if status != 1:
             return None
         seq = _text(result[1])
         return RebuildTicket(course_id, token, seq, int(_text(result[2]) or 0))

@@ -5,7 +5,7 @@ from __future__ import annotations
 import fakeredis
 
 from core.keys import Keys
-from core.pipeline.debounce import Debouncer
+from core.pipeline.debounce import Debouncer, RebuildTicket, Wait
 
 
 def make(fake_redis: fakeredis.FakeRedis, keys: Keys, **kw: float) -> Debouncer:
@@ -96,10 +96,11 @@ def test_lease_is_released_only_by_its_owner(fake_redis: fakeredis.FakeRedis, ke
 
 def test_max_wait_caps_the_countdown(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
     d = Debouncer(fake_redis, keys, debounce_s=2.0, max_wait_s=2.0, lease_ms=10_000)
-    d.note_dirty("c1", now=1000.0)
-    ticket = d.begin("c1")
-    assert ticket is not None
-    # First dirty at t=1000 s; an event at t=1001.9 may wait at most 0.1 s more.
+    fake_redis.set(keys.rebuild_lease("c1"), b"a-running-rebuild")
+    assert d.note_dirty("c1", now=1000.0) == 2.0
+    # The scheduled message was lost and its flag expired: a change first seen at t=1000 s
+    # may wait at most until t=1002 s, so an event at t=1001.9 s gets 0.1 s, not the window.
+    fake_redis.delete(keys.course_tag("c1") + ":scheduled")
     countdown = d.note_dirty("c1", now=1001.9)
     assert countdown is not None and countdown <= 0.1 + 1e-6
 
@@ -118,3 +119,44 @@ def test_dirty_courses_lists_only_old_marks(fake_redis: fakeredis.FakeRedis, key
     d.note_dirty("old", now=100.0)
     d.note_dirty("new", now=200.0)
     assert d.dirty_courses(older_than_s=50, now=200.0) == ["old"]
+
+
+def test_trailing_rebuild_waits_while_events_keep_arriving(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    d = make(fake_redis, keys)
+    d.note_dirty("c1", now=100.0)
+    leading = d.begin("c1", now=100.0)
+    assert isinstance(leading, RebuildTicket)
+    d.note_dirty("c1", now=100.1)
+    d.note_dirty("c1", now=100.2)
+    d.finish(leading, now=100.2)
+    # 0.1 s after the last event: not quiet for a whole window yet.
+    early = d.begin("c1", trailing=True, now=100.3)
+    assert isinstance(early, Wait)
+    assert abs(early.seconds - 0.15) < 1e-6
+    # Quiet for a window: the one trailing rebuild runs and covers every event.
+    late = d.begin("c1", trailing=True, now=100.46)
+    assert isinstance(late, RebuildTicket)
+    assert d.finish(late, now=100.5).clean
+
+
+def test_trailing_wait_is_capped_by_max_wait(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    d = Debouncer(fake_redis, keys, debounce_s=0.25, max_wait_s=1.0, lease_ms=10_000)
+    d.note_dirty("c1", now=100.0)
+    leading = d.begin("c1", now=100.0)
+    assert isinstance(leading, RebuildTicket)
+    d.finish(leading, now=100.05)
+    # Events every 0.1 s forever: the trailing rebuild may wait, but not past 1 s after the first.
+    t = 100.1
+    while t < 101.05:
+        d.note_dirty("c1", now=t)
+        t += 0.1
+    forced = d.begin("c1", trailing=True, now=101.15)
+    assert isinstance(forced, RebuildTicket)
+
+
+def test_leading_rebuild_never_waits(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    d = make(fake_redis, keys)
+    d.note_dirty("c1", now=100.0)
+    assert isinstance(d.begin("c1", trailing=False, now=100.0), RebuildTicket)
