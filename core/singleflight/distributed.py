@@ -2,22 +2,29 @@
 
 The leader holds a heartbeated lease and writes its outcome only while its epoch is current;
 followers subscribe before they look, then sleep on pub/sub (with a bounded re-check) and return
-the leader's outcome. A lapsed lease is taken over by exactly one follower.
+the leader's outcome. A lapsed lease is taken over by exactly one follower. The Redis steps
+are the named scripts in ``flight.lua``.
+
+Every waiting caller holds its own pub/sub connection; put an in-process ``SingleFlight`` in
+front (``ReadThrough`` does) so that a process has one waiter per flight, not one per thread.
 """
 
 from __future__ import annotations
 
+import re
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
 from typing import Any, Generic, TypeVar, cast
 
 import orjson
 import redis
 
-from core.errors import FlightFailed, FlightTimeout
+from core.errors import ConfigError, FlightFailed, FlightTimeout
 from core.keys import Keys
 from core.logging import get_logger
 from core.singleflight.stats import GLOBAL_STATS, FlightStats
@@ -29,49 +36,19 @@ log = get_logger(__name__)
 # The epoch must outlive any lease by far, or a revived leader could match a restarted count.
 EPOCH_TTL_MS = 24 * 3600 * 1000
 
-# KEYS[1] lease, KEYS[2] epoch; ARGV[1] token, ARGV[2] lease ms, ARGV[3] epoch ttl ms.
-# Takes the lease if free and bumps the epoch: {1, new epoch}; else {0, holder's epoch}.
-ACQUIRE_LUA = """
-if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  local epoch = redis.call('INCR', KEYS[2])
-  redis.call('PEXPIRE', KEYS[2], ARGV[3])
-  return {1, epoch}
-end
-return {0, tonumber(redis.call('GET', KEYS[2]) or '0')}
-"""
+SCRIPTS_FILE = Path(__file__).with_name("flight.lua")
 
-# KEYS[1] lease; ARGV[1] token, ARGV[2] lease ms. Compare-and-pexpire: 1 if still ours, else 0.
-EXTEND_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
-end
-return 0
-"""
 
-# KEYS[1] lease; ARGV[1] token. Compare-and-delete: 1 if it was ours, else 0.
-RELEASE_LUA = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-  return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
+@cache
+def flight_scripts() -> dict[str, str]:
+    """The named scripts of ``flight.lua``, read once."""
+    return load_scripts(SCRIPTS_FILE.read_text())
 
-# KEYS[1] epoch, KEYS[2] outcome, KEYS[3] lease; ARGV[1] epoch, ARGV[2] outcome payload,
-# ARGV[3] outcome ttl ms, ARGV[4] channel, ARGV[5] token.
-# Fenced finish: only while ARGV[1] is the current epoch, store the outcome, publish it and
-# release our lease, all at once (no reader sees "published but still leased").
-# Returns the number of subscribers reached, or -1 when fenced off (nothing written).
-FINISH_LUA = """
-if redis.call('GET', KEYS[1]) ~= ARGV[1] then
-  return -1
-end
-redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
-local receivers = redis.call('PUBLISH', ARGV[4], ARGV[2])
-if redis.call('GET', KEYS[3]) == ARGV[5] then
-  redis.call('DEL', KEYS[3])
-end
-return receivers
-"""
+
+def load_scripts(text: str) -> dict[str, str]:
+    """Split a Lua file into its ``-- @script NAME`` sections."""
+    parts = re.split(r"^-- @script (\w+)\n", text, flags=re.MULTILINE)
+    return {name: body.strip() + "\n" for name, body in zip(parts[1::2], parts[2::2], strict=True)}
 
 
 @dataclass(frozen=True, slots=True)
@@ -93,10 +70,11 @@ class FlightScripts:
     """The flight's atomic Redis steps, registered once per client."""
 
     def __init__(self, client: redis.Redis) -> None:
-        self._acquire = client.register_script(ACQUIRE_LUA)
-        self._extend = client.register_script(EXTEND_LUA)
-        self._release = client.register_script(RELEASE_LUA)
-        self._finish = client.register_script(FINISH_LUA)
+        lua = flight_scripts()
+        self._acquire = client.register_script(lua["acquire"])
+        self._extend = client.register_script(lua["extend"])
+        self._release = client.register_script(lua["release"])
+        self._finish = client.register_script(lua["finish"])
 
     def acquire(self, fk: FlightKeys, token: str, lease_ms: int) -> tuple[bool, int]:
         """Take the lease if free: (True, new epoch); else (False, the holder's epoch)."""
@@ -220,7 +198,11 @@ class DistributedFlight:
         stats: FlightStats | None = None,
     ) -> None:
         if heartbeat_ms >= lease_ms:
-            raise ValueError("heartbeat_ms must be shorter than lease_ms")
+            raise ConfigError(
+                "the heartbeat must be shorter than the lease",
+                heartbeat_ms=heartbeat_ms,
+                lease_ms=lease_ms,
+            )
         self.redis = redis
         self.keys = keys
         self.lease_ms = lease_ms
@@ -278,8 +260,7 @@ class DistributedFlight:
             try:
                 value = fn(lease)
             finally:
-                stop.set()
-                beat.join()
+                stop.set()  # not joined: a late extend is harmless; a join costs latency
         except Exception as exc:
             self._finish(me, epoch, t0, encode_outcome(epoch, error=exc), "error")
             raise
@@ -329,6 +310,8 @@ class DistributedFlight:
                 log.warning("flight heartbeat failed", flight=me.name, error=str(exc))
                 continue
             if not still:
+                if stop.is_set():  # we finished and released meanwhile
+                    return
                 lost.set()
                 log.warning("flight lease lost", flight=me.name, outcome="lease_lost")
                 return

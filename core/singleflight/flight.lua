@@ -1,0 +1,42 @@
+-- The cross-process flight's atomic steps; each "-- @script NAME" section is one script.
+-- All keys of a flight share its name's hash tag (see core.keys.Keys.flight).
+
+-- @script acquire
+-- KEYS[1] lease, KEYS[2] epoch; ARGV[1] token, ARGV[2] lease ms, ARGV[3] epoch ttl ms.
+-- Takes the lease if free and bumps the epoch: {1, new epoch}; else {0, holder's epoch}.
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  local epoch = redis.call('INCR', KEYS[2])
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
+  return {1, epoch}
+end
+return {0, tonumber(redis.call('GET', KEYS[2]) or '0')}
+
+-- @script extend
+-- KEYS[1] lease; ARGV[1] token, ARGV[2] lease ms. Compare-and-pexpire: 1 if still ours, else 0.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+return 0
+
+-- @script release
+-- KEYS[1] lease; ARGV[1] token. Compare-and-delete: 1 if it was ours, else 0.
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('DEL', KEYS[1])
+end
+return 0
+
+-- @script finish
+-- KEYS[1] epoch, KEYS[2] outcome, KEYS[3] lease; ARGV[1] epoch, ARGV[2] outcome payload,
+-- ARGV[3] outcome ttl ms, ARGV[4] channel, ARGV[5] token.
+-- Fenced finish: only while ARGV[1] is the current epoch, store the outcome, publish it and
+-- release our lease, all at once (no reader sees "published but still leased").
+-- Returns the number of subscribers reached, or -1 when fenced off (nothing written).
+if redis.call('GET', KEYS[1]) ~= ARGV[1] then
+  return -1
+end
+redis.call('SET', KEYS[2], ARGV[2], 'PX', ARGV[3])
+local receivers = redis.call('PUBLISH', ARGV[4], ARGV[2])
+if redis.call('GET', KEYS[3]) == ARGV[5] then
+  redis.call('DEL', KEYS[3])
+end
+return receivers
