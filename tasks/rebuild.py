@@ -7,13 +7,14 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 from celery import Task
 
 from core.errors import OneRosterError
 from core.logging import get_logger
 from core.pipeline.debounce import Debouncer, RebuildTicket, Wait
+from core.pipeline.rebuild import RebuildOutcome
 from core.pipeline.reconcile import reconcile
 from worker import metrics
 from worker.celery_app import REBUILDS_QUEUE, TASK_REBUILD, TASK_RECONCILE, app
@@ -87,7 +88,7 @@ def rebuild_course(
     metrics.REBUILDS.labels("started").inc()
     try:
         with _heartbeat(rt.debouncer, ticket):
-            outcome = rt.rebuilder.rebuild(course_id)
+            outcome = _rebuild_in_flight(rt, course_id)
     except OneRosterError as exc:
         rt.debouncer.release(ticket)
         return _failed(rt, course_id, failures, exc)
@@ -109,6 +110,19 @@ def rebuild_course(
     if finish.trailing_countdown_s is not None:
         enqueue_rebuild(course_id, countdown=finish.trailing_countdown_s, trailing=True)
     return {"outcome": outcome.outcome, "generation": outcome.generation, "clean": finish.clean}
+
+
+def _rebuild_in_flight(rt: Any, course_id: str) -> RebuildOutcome:
+    """Rebuild as the leader of the course's build flight, so an API miss joins us.
+
+    A flight led by someone else (an API miss) may have read OneRoster before this event's change,
+    so its outcome is not trusted: we rebuild again after it, fenced as always.
+    """
+    name = rt.keys.bundle_flight_name(course_id)
+    flown = rt.flight.run(name, lambda _lease: rt.rebuilder.rebuild(course_id).as_dict())
+    if flown.led:
+        return RebuildOutcome(**flown.value)
+    return cast(RebuildOutcome, rt.rebuilder.rebuild(course_id))
 
 
 def _failed(rt: Any, course_id: str, failures: int, exc: Exception) -> dict[str, Any]:

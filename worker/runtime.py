@@ -22,6 +22,7 @@ from core.pipeline.debounce import Debouncer
 from core.pipeline.intake import EventIntake
 from core.pipeline.rebuild import Rebuilder
 from core.settings import Settings, get_settings
+from core.singleflight.distributed import DistributedFlight
 
 
 @dataclass
@@ -57,6 +58,17 @@ class Runtime:
             debounce_s=s.debounce_s,
             max_wait_s=s.debounce_max_wait_s,
             lease_ms=s.rebuild_lease_ms,
+        )
+
+    @cached_property
+    def flight(self) -> DistributedFlight:
+        s = self.settings
+        return DistributedFlight(
+            self.redis,
+            self.keys,
+            lease_ms=s.flight_lease_ms,
+            heartbeat_ms=s.flight_heartbeat_ms,
+            wait_s=s.flight_wait_s,
         )
 
     @cached_property

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Literal
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
 
 from core.bundle.builder import build_bundle
 from core.bundle.codec import encode_bundle
@@ -38,6 +38,10 @@ class RebuildOutcome:
     units: int = 0
     lessons: int = 0
     resources: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-able form (a cross-process flight carries it to the waiters)."""
+        return asdict(self)
 
 
 class Rebuilder:
