@@ -157,6 +157,155 @@ def simulator(
     run(host=host, port=port, seed=seed, courses=courses)
 
 
+@app.command()
+def warm(
+    course_ids: Annotated[list[str] | None, typer.Argument(help="Courses to build")] = None,
+    all_courses: Annotated[bool, typer.Option("--all", help="Every active course")] = False,
+    workers: Annotated[int, typer.Option(help="Builds in parallel")] = 4,
+    as_json: JsonOpt = False,
+) -> None:
+    """Build bundles now for the named courses, or --all active courses, with a progress bar."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn  # noqa: PLC0415
+
+    from worker.warm import active_course_ids  # noqa: PLC0415
+    from worker.warm import warm as warm_courses  # noqa: PLC0415
+
+    rt = _runtime()
+    if all_courses:
+        ids = active_course_ids(rt.oneroster)
+    elif course_ids:
+        ids = list(course_ids)
+    else:
+        raise _fail("name some courses or pass --all", 2)
+    with Progress(
+        TextColumn("warming"), BarColumn(), MofNCompleteColumn(), console=err, disable=as_json
+    ) as progress:
+        task = progress.add_task("warm", total=len(ids))
+        report = warm_courses(
+            rt.rebuilder, ids, workers=workers, on_done=lambda *_: progress.advance(task)
+        )
+    rows: list[dict[str, Any]] = [
+        {
+            "courseId": o.course_id,
+            "outcome": o.outcome,
+            "generation": o.generation,
+            "resources": o.resources,
+            "skipped": o.skipped,
+            "rawBytes": o.raw_size,
+            "zstdBytes": o.zstd_size,
+            "upstreamRequests": o.upstream_requests,
+            "durationMs": round(o.duration_ms, 1),
+        }
+        for o in report.outcomes
+    ]
+    if as_json:
+        _print_json(
+            {"courses": rows, "failures": report.failures, "seconds": round(report.seconds, 2)}
+        )
+    else:
+        table = Table(title=f"warmed {len(rows)} courses in {report.seconds:.1f} s")
+        for col in ("course", "outcome", "gen", "resources", "skipped", "zstd", "requests", "ms"):
+            table.add_column(col)
+        for r in rows:
+            table.add_row(
+                r["courseId"],
+                r["outcome"],
+                str(r["generation"]),
+                str(r["resources"]),
+                str(r["skipped"]),
+                str(r["zstdBytes"]),
+                str(r["upstreamRequests"]),
+                str(r["durationMs"]),
+            )
+        for course_id, reason in report.failures.items():
+            table.add_row(course_id, "[red]failed[/red]", "-", "-", "-", "-", "-", reason[:60])
+        console.print(table)
+    if report.failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def demo(
+    duration: Annotated[
+        float | None, typer.Option(help="Stop after this many seconds (default: until Ctrl-C)")
+    ] = None,
+    courses: Annotated[int, typer.Option(help="Courses in the simulated catalog")] = 20,
+    mutations: Annotated[int, typer.Option(help="Real mutations to publish and time")] = 4,
+    flower: Annotated[bool, typer.Option(help="Start Flower too")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run the whole system on this machine: simulator, worker, beat, API, Flower; warm; mutate."""
+    from dataclasses import asdict  # noqa: PLC0415
+
+    from worker.demo import run_demo  # noqa: PLC0415
+
+    out = Console(stderr=True) if as_json else console
+    summary = run_demo(
+        get_settings(),
+        duration_s=duration,
+        courses=courses,
+        mutations=mutations,
+        flower=flower,
+        console=out,
+    )
+    if as_json:
+        _print_json(asdict(summary))
+    if summary.left_running or summary.warm_failures:
+        raise typer.Exit(1)
+
+
+@app.command()
+def api(
+    host: str = "127.0.0.1",
+    port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
+    workers: int = 1,
+) -> None:
+    """Run the read API (uvicorn)."""
+    import uvicorn  # noqa: PLC0415
+
+    uvicorn.run(
+        "worker.api.app:create_app",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=False,
+    )
+
+
+@app.command()
+def reconcile(
+    enqueue: Annotated[bool, typer.Option(help="Queue the rebuilds it finds")] = True,
+    as_json: JsonOpt = False,
+) -> None:
+    """Run one reconcile pass now: courses left dirty, and courses changed upstream unseen."""
+    from core.pipeline.reconcile import reconcile as run_reconcile  # noqa: PLC0415
+
+    rt = _runtime()
+    s = rt.settings
+    report = run_reconcile(
+        rt.debouncer,
+        rt.store,
+        rt.changed_since,
+        stuck_after_s=s.debounce_max_wait_s + s.rebuild_lease_ms / 1000,
+    )
+    if enqueue and report.requeue:
+        from tasks.rebuild import enqueue_rebuild  # noqa: PLC0415
+
+        for course_id in report.drifted:
+            rt.debouncer.note_dirty(course_id)
+        for course_id in report.requeue:
+            enqueue_rebuild(course_id, trailing=False)
+    result = {"stuck": report.stuck, "drifted": report.drifted, "errors": report.errors}
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(
+            f"stuck {len(report.stuck)}, drifted {len(report.drifted)}, errors "
+            f"{len(report.errors)}" + (" (rebuilds queued)" if enqueue and report.requeue else "")
+        )
+
+
 @events_app.command("publish")
 def events_publish(
     source: Annotated[str, typer.Argument(help="A JSON file with one event or an array, or -")],
