@@ -410,3 +410,7 @@ def dlq_purge(
 def main() -> None:
     """Console-script entry point."""
     app()
+
+
+if __name__ == "__main__":
+    main()
