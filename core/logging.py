@@ -16,6 +16,16 @@ _SECRET_KEYS = frozenset(
 )
 
 
+class _CurrentStderr:
+    """Writes to whatever ``sys.stderr`` is now (test runners and CLIs swap it)."""
+
+    def write(self, text: str) -> int:
+        return sys.stderr.write(text)
+
+    def flush(self) -> None:
+        sys.stderr.flush()
+
+
 def _redact(_: Any, __: str, event_dict: dict[str, Any]) -> dict[str, Any]:
     for key in list(event_dict):
         if key.lower() in _SECRET_KEYS:
@@ -49,7 +59,7 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", *, force: bool = F
             renderer,
         ],
         wrapper_class=structlog.make_filtering_bound_logger(logging.getLevelName(level.upper())),
-        logger_factory=structlog.PrintLoggerFactory(file=sys.stderr),
+        logger_factory=structlog.PrintLoggerFactory(file=_CurrentStderr()),  # type: ignore[arg-type]
         cache_logger_on_first_use=True,
     )
     logging.basicConfig(level=level.upper(), stream=sys.stderr, format="%(message)s")

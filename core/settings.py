@@ -19,7 +19,7 @@ class Settings(BaseSettings):
     """Everything configurable about course-bundles; defaults work on a developer machine."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CB_", env_file=".env", extra="ignore", frozen=True
+        env_prefix="CB_", env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     attempt_index_template: str = "assess:attempts:{userId}:{resourceId}"
     attempt_hwm_template: str = "assess:hwm:{userId}:{resourceId}"
     attempt_scan_limit: int = 1000
+
+    worker_metrics_port: int = 9808  # the worker's Prometheus exporter; 0 turns it off
+    worker_metrics_host: str = "127.0.0.1"
 
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+import os
+import shutil
+import sys
+import tempfile
 from typing import Any
 
 from celery import Celery
+from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
 from kombu.entity import Exchange, Queue
 
 from core.events.broker import EVENTS_QUEUE, TASK_HANDLE_EVENT
+from core.logging import get_logger
 from core.settings import Settings, get_settings
+
+log = get_logger(__name__)
+
+
+def _prepare_worker_metrics() -> str | None:
+    """Turn on Prometheus multiprocess mode in a worker (its metrics live in pool processes).
+
+    Runs before worker.metrics creates any metric (tasks are imported later); Celery's CLI loads
+    Flower's plugin, which imports prometheus_client early, so its value class is re-derived.
+    """
+    if "worker" not in sys.argv[1:] or os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        return None
+    path = tempfile.mkdtemp(prefix="cb-worker-metrics-")
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = path
+    from prometheus_client import values  # noqa: PLC0415
+
+    values.ValueClass = values.get_value_class()
+    return path
+
+
+_OWN_METRICS_DIR = _prepare_worker_metrics()
 
 REBUILDS_QUEUE = "rebuilds"
 TASK_REBUILD = "course_bundles.rebuild"
@@ -85,3 +112,38 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+@worker_init.connect
+def _serve_worker_metrics(**_: Any) -> None:
+    """Serve every pool process's metrics from the worker's main process."""
+    settings = get_settings()
+    if not settings.worker_metrics_port:
+        return
+    from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: PLC0415
+
+    registry = CollectorRegistry()
+    if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        multiprocess.MultiProcessCollector(registry)
+    try:
+        start_http_server(
+            settings.worker_metrics_port, addr=settings.worker_metrics_host, registry=registry
+        )
+    except OSError as exc:
+        log.warning("worker_metrics_unavailable", port=settings.worker_metrics_port, error=str(exc))
+        return
+    log.info("worker_metrics_serving", port=settings.worker_metrics_port)
+
+
+@worker_process_shutdown.connect
+def _forget_dead_pool_process(pid: int | None = None, **_: Any) -> None:
+    if pid is not None and os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
+        from prometheus_client import multiprocess  # noqa: PLC0415
+
+        multiprocess.mark_process_dead(pid)
+
+
+@worker_shutdown.connect
+def _remove_own_metrics_dir(**_: Any) -> None:
+    if _OWN_METRICS_DIR:
+        shutil.rmtree(_OWN_METRICS_DIR, ignore_errors=True)

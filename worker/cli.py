@@ -376,11 +376,32 @@ def dlq_list(limit: int = 50, offset: int = 0, as_json: JsonOpt = False) -> None
 
 @dlq_app.command("replay")
 def dlq_replay(dl_id: str) -> None:
-    """Re-validate a dead letter and publish it; it is removed once accepted."""
+    """Retry a dead letter; it is removed once the broker has it.
+
+    An invalid event is re-validated and published like any event. A task that kept failing was
+    valid and already counted as seen, so it goes straight back to its queue: the event to
+    handle_event, a rebuild to the rebuild queue.
+    """
     from core.events.broker import default_sender  # noqa: PLC0415
     from core.events.publisher import Publisher  # noqa: PLC0415
+    from worker.celery_app import TASK_REBUILD  # noqa: PLC0415
 
     rt = _runtime()
+    entry = rt.dlq.get(dl_id)
+    if entry is None:
+        raise _fail(f"no dead letter {dl_id!r}", 2)
+    if entry.source == "task":
+        payload = orjson.loads(entry.payload_bytes())
+        if entry.context.get("task") == TASK_REBUILD:
+            from tasks.rebuild import enqueue_rebuild  # noqa: PLC0415
+
+            rt.debouncer.note_dirty(payload["courseId"])
+            enqueue_rebuild(payload["courseId"], trailing=False)
+        else:
+            default_sender(rt.settings).send([payload])
+        rt.dlq.remove(dl_id)
+        console.print(f"replayed {dl_id}: requeued ({entry.context.get('task', 'task')})")
+        return
     publisher = Publisher(
         rt.redis,
         rt.keys,
@@ -394,6 +415,14 @@ def dlq_replay(dl_id: str) -> None:
     except BundlesError as exc:
         raise _fail(str(exc), 4) from exc
     console.print(f"replayed {dl_id}: accepted {result.accepted}, duplicates {result.duplicates}")
+
+
+@dlq_app.command("remove")
+def dlq_remove(dl_id: str) -> None:
+    """Delete one dead letter (after fixing its cause by hand)."""
+    if not _runtime().dlq.remove(dl_id):
+        raise _fail(f"no dead letter {dl_id!r}", 2)
+    console.print(f"removed {dl_id}")
 
 
 @dlq_app.command("purge")

@@ -47,6 +47,11 @@ def warm(
                 if on_done:
                     on_done(course_id, None, str(exc))
                 continue
+            if outcome.outcome == "not_found":
+                report.failures[course_id] = "not found upstream (any stored bundle was removed)"
+                if on_done:
+                    on_done(course_id, None, report.failures[course_id])
+                continue
             report.outcomes.append(outcome)
             if on_done:
                 on_done(course_id, outcome, None)

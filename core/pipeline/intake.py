@@ -74,6 +74,9 @@ class EventIntake:
                 self._debouncer.clear(course_id)
                 decision.deleted.append(course_id)
         else:
+            if courses:
+                # A course created (or restored) upstream must not stay "not found" for readers.
+                self._redis.delete(*(self._keys.missing(c) for c in courses))
             for course_id in courses:
                 countdown = self._debouncer.note_dirty(course_id)
                 if countdown is None:

@@ -36,3 +36,11 @@ def test_unknown_scope_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_secret_is_not_in_repr() -> None:
     s = Settings(_env_file=None, oneroster_client_secret="s3cr3t-value")
     assert "s3cr3t-value" not in repr(s)
+
+
+def test_empty_variables_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CB_API_TOKENS", "")
+    monkeypatch.setenv("CB_BROKER_URL", "")
+    s = Settings(_env_file=None)
+    assert s.api_tokens == {}
+    assert s.effective_broker_url == s.redis_url

@@ -145,6 +145,7 @@ def make_pipeline(
     redis_url: str,
     log_path: Path,
     debounce_s: float = 0.25,
+    worker_metrics_port: int = 0,
 ) -> Pipeline:
     env = {
         **os.environ,
@@ -156,6 +157,7 @@ def make_pipeline(
         "CB_DEBOUNCE_MAX_WAIT_S": "3",
         "CB_ONEROSTER_MAX_ATTEMPTS": "3",
         "CB_ONEROSTER_DEADLINE_S": "5",
+        "CB_WORKER_METRICS_PORT": str(worker_metrics_port),
         "CB_LOG_FORMAT": "json",
         "CB_LOG_LEVEL": "WARNING",
         "PYTHONPATH": str(ROOT),

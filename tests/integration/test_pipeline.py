@@ -9,6 +9,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import httpx
 import orjson
 import pytest
 
@@ -23,6 +24,7 @@ from tests.integration.pipeline_harness import (
     purge_broker,
 )
 from worker.simulator.testing import run_simulator_in_thread
+from worker.supervise import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -62,6 +64,7 @@ def pipeline(
         broker_url=broker,
         redis_url=TEST_REDIS_URL,
         log_path=log_path,
+        worker_metrics_port=free_port(),
     )
     pipe.start_worker()
     try:
@@ -233,3 +236,22 @@ def test_invalid_event_is_dead_lettered_and_the_worker_goes_on(
     course_id = active_courses(simulator)[4]
     publish(pipeline, event("course.updated", course_id, course_id))
     pipeline.wait_for(lambda: pipeline.generation(course_id) > 0)
+
+
+def test_worker_exports_pipeline_metrics(pipeline: Pipeline, simulator: Any) -> None:
+    course_id = active_courses(simulator)[5]
+    publish(pipeline, event("course.updated", course_id, course_id))
+    pipeline.wait_for(lambda: pipeline.generation(course_id) > 0)
+    port = pipeline.env["CB_WORKER_METRICS_PORT"]
+
+    def scraped() -> str:
+        try:
+            return httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=2).text
+        except httpx.HTTPError:
+            return ""
+
+    text = pipeline.wait_for(
+        lambda: 'cb_rebuilds_total{outcome="succeeded"}' in scraped() and scraped()
+    )
+    assert 'cb_events_total{outcome="applied"}' in text
+    assert "cb_event_to_fresh_seconds_bucket" in text

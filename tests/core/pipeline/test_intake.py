@@ -1,0 +1,99 @@
+"""Event intake: dedupe by id, routing to courses, deletes, and the negative cache."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import fakeredis
+
+from core.bundle.store import BundleStore
+from core.events.validate import validate_event
+from core.keys import Keys
+from core.pipeline.debounce import Debouncer
+from core.pipeline.intake import EventIntake
+
+
+def envelope(kind: str, subject: str, course_id: str | None = None, **extra: Any) -> Any:
+    data: dict[str, Any] = dict(extra)
+    if course_id:
+        data["courseId"] = course_id
+    return validate_event(
+        {
+            "specversion": "1.0",
+            "id": f"e-{kind}-{subject}-{course_id}",
+            "source": "tests",
+            "type": f"oneroster.{kind}",
+            "subject": subject,
+            "data": data,
+        }
+    )
+
+
+def make(fake_redis: fakeredis.FakeRedis, keys: Keys, upstream: list[str] | None = None) -> Any:
+    store = BundleStore(fake_redis, keys)
+    calls: list[str] = []
+
+    def from_oneroster(resource_id: str) -> list[str]:
+        calls.append(resource_id)
+        return list(upstream or [])
+
+    intake = EventIntake(
+        fake_redis,
+        keys,
+        store,
+        Debouncer(fake_redis, keys),
+        resource_courses_upstream=from_oneroster,
+    )
+    return intake, store, calls
+
+
+def test_component_event_marks_its_course_dirty_and_schedules_a_rebuild(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    intake, _store, _ = make(fake_redis, keys)
+    decision = intake.handle(envelope("courseComponent.updated", "u1", "c1"))
+    assert decision.rebuilds == [("c1", 0.0)]
+    assert fake_redis.exists(keys.dirty("c1"))
+
+
+def test_moved_component_rebuilds_both_courses(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    intake, _store, _ = make(fake_redis, keys)
+    decision = intake.handle(envelope("courseComponent.updated", "u1", "c2", previousCourseId="c1"))
+    assert sorted(c for c, _ in decision.rebuilds) == ["c1", "c2"]
+
+
+def test_same_event_id_twice_is_applied_once(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    intake, _store, _ = make(fake_redis, keys)
+    event = envelope("course.updated", "c1", "c1")
+    assert not intake.handle(event).duplicate
+    again = intake.handle(event)
+    assert again.duplicate and again.rebuilds == []
+
+
+def test_resource_event_without_course_asks_oneroster_when_no_bundle_links_it(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    intake, _store, calls = make(fake_redis, keys, upstream=["c7", "c9"])
+    decision = intake.handle(envelope("resource.updated", "r1"))
+    assert calls == ["r1"]
+    assert sorted(c for c, _ in decision.rebuilds) == ["c7", "c9"]
+
+
+def test_course_created_clears_a_remembered_not_found(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    intake, _store, _ = make(fake_redis, keys)
+    fake_redis.set(keys.missing("c1"), b"1", px=30_000)
+    intake.handle(envelope("course.created", "c1", "c1"))
+    assert not fake_redis.exists(keys.missing("c1"))
+
+
+def test_course_deleted_removes_the_bundle_and_forgets_dirty_marks(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    intake, store, _ = make(fake_redis, keys)
+    intake.handle(envelope("course.updated", "c1", "c1"))
+    decision = intake.handle(envelope("course.deleted", "c1", "c1"))
+    assert decision.deleted == ["c1"] and decision.rebuilds == []
+    assert not fake_redis.exists(keys.dirty("c1"))
+    assert store.read("c1") is None
