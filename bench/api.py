@@ -1,0 +1,245 @@
+"""Benchmark: lesson-read throughput and p99 of the API against a bare endpoint, same server.
+
+One uvicorn process (1 worker, the Procfile's flags) serves both:
+- ``api``: ``GET /v1/courses/{id}/units/{u}/lessons/{l}`` (auth, near cache, ETag and bundle
+  headers, metrics) on a ~500-resource course stored in the real Redis;
+- ``bare``: ``GET /bench/bare/{id}/units/{u}/lessons/{l}`` (enabled by ``CB_API_BENCH_BARE``),
+  a route of the same app that returns the same bytes from memory and does nothing else.
+
+The same load generator (wrk, else a Python httpx generator, said so in the output) drives
+each for ``--seconds`` with ``--connections``, alternating api/bare ``--reps`` times; medians.
+Targets: api throughput >= 0.8x bare, api p99 <= 2x bare. Writes bench/out/api.json.
+
+    python bench/api.py [--seconds 8] [--connections 32] [--reps 3]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import json
+import os
+import platform
+import re
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+import httpx  # noqa: E402
+import orjson  # noqa: E402
+import redis  # noqa: E402
+
+from bench.egress import store_all  # noqa: E402
+from core.bundle.store import BundleStore  # noqa: E402
+from core.keys import Keys  # noqa: E402
+from core.logging import configure_logging  # noqa: E402
+from core.oneroster.models import (  # noqa: E402
+    ComponentResource,
+    Course,
+    CourseComponent,
+    CourseRecords,
+    Resource,
+)
+from worker.simulator.catalog import generate_catalog, single_course_config  # noqa: E402
+
+OUT = ROOT / "bench" / "out" / "api.json"
+TOKEN = "bench-read-token"
+_UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+
+
+def one_course(resources: int) -> CourseRecords:
+    cat = generate_catalog(single_course_config(resources))
+    course = cat.records("courses")[0]
+    cid = course["sourcedId"]
+    links = cat.component_resources_of(cid)
+    return CourseRecords(
+        course=Course.model_validate(course),
+        components=[CourseComponent.model_validate(c) for c in cat.components_of(cid)],
+        component_resources=[ComponentResource.model_validate(x) for x in links],
+        resources=[Resource.model_validate(r) for r in cat.resources_of(cid)],
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
+    cmd = [
+        sys.executable, "-m", "uvicorn", "worker.api.app:create_app", "--factory",
+        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+    ]  # fmt: skip
+    proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env})
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200:
+                return proc
+        except httpx.TransportError:
+            time.sleep(0.1)
+    proc.kill()
+    raise RuntimeError("the API did not start")
+
+
+# --- load generators ---------------------------------------------------------------------------
+def _ms(text: str) -> float:
+    number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip()).groups()  # type: ignore[union-attr]
+    return float(number) * _UNITS[unit]
+
+
+def run_wrk(url: str, seconds: float, connections: int, threads: int) -> dict[str, float]:
+    cmd = [
+        "wrk", f"-t{threads}", f"-c{connections}", f"-d{round(seconds)}s", "--latency",
+        "-H", f"Authorization: Bearer {TOKEN}", url,
+    ]  # fmt: skip
+    out = subprocess.run(cmd, capture_output=True, text=True, check=True).stdout
+    rps = float(re.search(r"Requests/sec:\s+([\d.]+)", out).group(1))  # type: ignore[union-attr]
+    pct = dict(re.findall(r"^\s+(50|99)%\s+(\S+)$", out, re.M))
+    errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
+    if errors:
+        raise RuntimeError(f"{errors.group(1)} failed responses from {url}")
+    return {"rps": rps, "p50_ms": _ms(pct["50"]), "p99_ms": _ms(pct["99"])}
+
+
+def run_python(url: str, seconds: float, connections: int) -> dict[str, float]:
+    """Fallback generator: ``connections`` keep-alive clients in one asyncio loop."""
+    latencies: list[float] = []
+
+    async def worker(client: httpx.AsyncClient, deadline: float) -> None:
+        while time.monotonic() < deadline:
+            started = time.perf_counter()
+            resp = await client.get(url)
+            latencies.append((time.perf_counter() - started) * 1000)
+            if resp.status_code != 200:
+                raise RuntimeError(f"{resp.status_code} from {url}")
+
+    async def main() -> float:
+        limits = httpx.Limits(max_connections=connections)
+        headers = {"Authorization": f"Bearer {TOKEN}"}
+        async with httpx.AsyncClient(limits=limits, headers=headers) as client:
+            started = time.monotonic()
+            deadline = started + seconds
+            await asyncio.gather(*(worker(client, deadline) for _ in range(connections)))
+            return time.monotonic() - started
+
+    took = asyncio.run(main())
+    latencies.sort()
+    return {
+        "rps": len(latencies) / took,
+        "p50_ms": latencies[len(latencies) // 2],
+        "p99_ms": latencies[int(len(latencies) * 0.99)],
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--seconds", type=float, default=8.0)
+    parser.add_argument("--connections", type=int, default=32)
+    parser.add_argument("--threads", type=int, default=1, help="wrk threads")
+    parser.add_argument("--reps", type=int, default=3)
+    parser.add_argument("--resources", type=int, default=500)
+    parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    args = parser.parse_args()
+    configure_logging("console", "ERROR", force=True)
+
+    prefix = f"cbbench:{uuid.uuid4().hex[:8]}:"
+    client = redis.Redis.from_url(args.redis_url)
+    store = BundleStore(client, Keys(prefix=prefix))
+    lessons = store_all(store, [one_course(args.resources)])
+    course_id, unit_slug, lesson_slug = lessons[len(lessons) // 2]
+    doc = store.read_doc(course_id)
+    assert doc is not None
+    unit = next(u for u in doc["units"] if u["slug"] == unit_slug)
+    lesson = next(le for le in unit["lessons"] if le["slug"] == lesson_slug)
+    body = orjson.dumps({**lesson, "unitSlug": unit_slug})  # exactly what the API serves
+
+    tool = "wrk" if shutil.which("wrk") else "python-httpx (wrk not installed)"
+    with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as bare_file:
+        bare_file.write(body)
+    port = free_port()
+    env = {
+        "CB_REDIS_URL": args.redis_url,
+        "CB_KEY_PREFIX": prefix,
+        "CB_API_TOKENS": orjson.dumps({TOKEN: ["read"]}).decode(),
+        "CB_API_BENCH_BARE": bare_file.name,
+        "CB_LOG_LEVEL": "WARNING",
+    }
+    proc = start_server(env, port)
+    base = f"http://127.0.0.1:{port}"
+    tail = f"{course_id}/units/{unit_slug}/lessons/{lesson_slug}"
+    urls = {"api": f"{base}/v1/courses/{tail}", "bare": f"{base}/bench/bare/{tail}"}
+    results: dict[str, list[dict[str, float]]] = {"api": [], "bare": []}
+    try:
+        auth = {"Authorization": f"Bearer {TOKEN}"}
+        served = {name: httpx.get(url, headers=auth) for name, url in urls.items()}
+        assert served["api"].status_code == 200, served["api"].text
+        assert served["api"].content == served["bare"].content == body
+        print(f"lesson body {len(body)} B; load generator: {tool}", flush=True)
+        for rep in range(args.reps):
+            for name in ("api", "bare") if rep % 2 == 0 else ("bare", "api"):
+                if tool == "wrk":
+                    got = run_wrk(urls[name], args.seconds, args.connections, args.threads)
+                else:
+                    got = run_python(urls[name], args.seconds, args.connections)
+                results[name].append(got)
+                print(
+                    f"rep {rep + 1} {name:>4}: {got['rps']:8.0f} req/s  "
+                    f"p50 {got['p50_ms']:.2f} ms  p99 {got['p99_ms']:.2f} ms",
+                    flush=True,
+                )
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        os.unlink(bare_file.name)
+        for key in client.scan_iter(match=f"{prefix}*", count=1000):
+            client.delete(key)
+
+    med: dict[str, dict[str, float]] = {
+        name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
+        for name, runs in results.items()
+    }
+    rps_ratio = med["api"]["rps"] / med["bare"]["rps"]
+    p99_ratio = med["api"]["p99_ms"] / med["bare"]["p99_ms"]
+    result: dict[str, Any] = {
+        "machine": f"{platform.machine()} {platform.python_version()} cpus={os.cpu_count()}",
+        "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "loadGenerator": tool,
+        "seconds": args.seconds,
+        "connections": args.connections,
+        "reps": args.reps,
+        "lessonBytes": len(body),
+        "api": {k: round(v, 3) for k, v in med["api"].items()},
+        "bare": {k: round(v, 3) for k, v in med["bare"].items()},
+        "throughputRatio": round(rps_ratio, 3),
+        "p99Ratio": round(p99_ratio, 3),
+        "runs": results,
+        "targets": {"throughputRatio": 0.8, "p99Ratio": 2.0},
+        "met": {"throughputRatio": rps_ratio >= 0.8, "p99Ratio": p99_ratio <= 2.0},
+    }
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(json.dumps(result, indent=2) + "\n")
+    print(
+        f"\napi : {med['api']['rps']:.0f} req/s, p50 {med['api']['p50_ms']:.2f} ms, "
+        f"p99 {med['api']['p99_ms']:.2f} ms (median of {args.reps})\n"
+        f"bare: {med['bare']['rps']:.0f} req/s, p50 {med['bare']['p50_ms']:.2f} ms, "
+        f"p99 {med['bare']['p99_ms']:.2f} ms\n"
+        f"throughput {rps_ratio:.2f}x bare (target >= 0.8); p99 {p99_ratio:.2f}x bare "
+        f"(target <= 2)\nwritten to {OUT.relative_to(ROOT)}"
+    )
+
+
+if __name__ == "__main__":
+    main()
