@@ -29,7 +29,7 @@ class Keys:
         return f"{self.course_tag(course_id)}:bundle"
 
     def fence(self, course_id: str) -> str:
-        """Counter: the next fencing generation for the course (``INCR`` before reading upstream)."""
+        """Counter: the next fencing generation (``INCR`` before reading upstream)."""
         return f"{self.course_tag(course_id)}:fence"
 
     def course_indexes(self, course_id: str) -> str:

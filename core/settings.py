@@ -44,7 +44,9 @@ class Settings(BaseSettings):
     api_metrics_token: SecretStr | None = None
     api_max_body_bytes: int = 4 * 1024 * 1024
 
-    bundle_fresh_s: int = 3600  # older than this: served stale and refreshed in the background
+    # Older than this: served at once, marked stale and refreshed in the background. Events and
+    # reconcile keep bundles current; this is the last safety net, so it is long.
+    bundle_fresh_s: int = 6 * 3600
     bundle_ttl_s: int = 0  # 0: bundles never expire (they are replaced by rebuilds)
     negative_ttl_s: int = 30  # how long "course not found" is remembered
     near_cache_check_s: float = 2.0  # backstop: re-check generation at most this often

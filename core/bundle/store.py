@@ -183,6 +183,7 @@ class BundleStore:
         self._write = redis.register_script(_lua("bundle_write"))
         self._delete = redis.register_script(_lua("bundle_delete"))
         self._hdel_if_eq = redis.register_script(_lua("hdel_if_eq"))
+        self._fence_discard = redis.register_script(_lua("fence_discard"))
 
     # --- writing ------------------------------------------------------------------------------
     def next_generation(self, course_id: str) -> int:
@@ -258,6 +259,15 @@ class BundleStore:
             duration_ms=round((time.perf_counter() - started) * 1000, 2),
         )
         return result
+
+    def is_known(self, course_id: str) -> bool:
+        """True when a bundle or a tombstone exists for the course."""
+        return bool(self._redis.exists(self._keys.bundle(course_id)))
+
+    def discard_fence(self, course_id: str) -> bool:
+        """Forget the fence counter of a course that was never stored (nothing to protect)."""
+        keys = [self._keys.bundle(course_id), self._keys.fence(course_id)]
+        return bool(self._fence_discard(keys=keys, args=[]))
 
     def delete(self, course_id: str) -> bool:
         """Tombstone the course (rejecting older in-flight writes), drop its index entries.

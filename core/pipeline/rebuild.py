@@ -66,7 +66,11 @@ class Rebuilder:
         try:
             records = self._fetch(course_id)
         except CourseNotFound:
-            self._store.delete(course_id)
+            if self._store.is_known(course_id):
+                self._store.delete(course_id)
+            else:
+                # Never built: a tombstone would only let unknown-id probes grow Redis.
+                self._store.discard_fence(course_id)
             duration = (time.perf_counter() - started) * 1000
             log.info(
                 "rebuild_course_gone",

@@ -1,0 +1,43 @@
+"""Rebuilder: fenced builds, gone courses deleted, unknown ids leave nothing behind."""
+
+from __future__ import annotations
+
+import fakeredis
+
+from core.bundle.store import BundleStore
+from core.errors import CourseNotFound
+from core.keys import Keys
+from core.oneroster.models import CourseRecords
+from core.pipeline.rebuild import Rebuilder
+from tests.core.bundle.records import synthetic
+
+
+def _missing(course_id: str) -> CourseRecords:
+    raise CourseNotFound("gone", course_id=course_id)
+
+
+def test_rebuild_stores_a_higher_generation_each_time(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    store = BundleStore(fake_redis, keys)
+    rebuilder = Rebuilder(store, lambda _cid: synthetic(units=1, lessons=1, per_lesson=2))
+    first = rebuilder.rebuild("course-1")
+    second = rebuilder.rebuild("course-1")
+    assert (first.outcome, second.outcome) == ("stored", "stored")
+    assert second.generation > first.generation
+    assert store.generation("course-1") == second.generation
+
+
+def test_a_course_gone_upstream_is_deleted(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    store = BundleStore(fake_redis, keys)
+    Rebuilder(store, lambda _cid: synthetic(units=1, lessons=1, per_lesson=2)).rebuild("course-1")
+    gone = Rebuilder(store, _missing).rebuild("course-1")
+    assert gone.outcome == "not_found"
+    assert store.read("course-1") is None
+
+
+def test_probing_an_unknown_id_leaves_no_keys(fake_redis: fakeredis.FakeRedis, keys: Keys) -> None:
+    store = BundleStore(fake_redis, keys)
+    out = Rebuilder(store, _missing).rebuild("nobody")
+    assert out.outcome == "not_found"
+    assert fake_redis.keys(f"{keys.prefix}*") == []
