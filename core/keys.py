@@ -77,6 +77,10 @@ class Keys:
         """Sorted set: dirty course ids scored by the time they became dirty (for reconcile)."""
         return f"{self.prefix}dirty"
 
+    def reconcile_cursor(self) -> str:
+        """String: where the next reconcile pass resumes its drift probes."""
+        return f"{self.prefix}reconcile:cursor"
+
     # --- single-flight -------------------------------------------------------------------
     def flight(self, name: str) -> str:
         """Stem of one cross-process flight's keys (lease, epoch, outcome) and its channel."""

@@ -60,6 +60,7 @@ class Settings(BaseSettings):
     debounce_max_wait_s: float = 5.0
     rebuild_lease_ms: int = 60_000
     reconcile_period_s: float = 60.0
+    reconcile_drift_batch: int = 50  # courses probed for unseen upstream changes per pass
     event_dedupe_ttl_s: int = 24 * 3600
     event_max_bytes: int = 64 * 1024
     event_max_batch: int = 1000

@@ -151,12 +151,16 @@ def reconcile_courses() -> dict[str, Any]:
     """Requeue courses left dirty or changed upstream without an event."""
     rt = get_runtime()
     s = rt.settings
+    cursor_key = rt.keys.reconcile_cursor()
     report = reconcile(
         rt.debouncer,
         rt.store,
         rt.changed_since,
         stuck_after_s=s.debounce_max_wait_s + s.rebuild_lease_ms / 1000,
+        drift_batch=s.reconcile_drift_batch,
+        cursor=int(cast(Any, rt.redis.get(cursor_key)) or 0),
     )
+    rt.redis.set(cursor_key, report.next_cursor)
     metrics.RECONCILE_REQUEUED.labels("stuck").inc(len(report.stuck))
     for course_id in report.drifted:
         metrics.RECONCILE_REQUEUED.labels("drifted").inc()

@@ -288,6 +288,7 @@ def reconcile(
         rt.store,
         rt.changed_since,
         stuck_after_s=s.debounce_max_wait_s + s.rebuild_lease_ms / 1000,
+        drift_batch=len(rt.store.all_course_ids()),
     )
     if enqueue and report.requeue:
         from tasks.rebuild import enqueue_rebuild  # noqa: PLC0415

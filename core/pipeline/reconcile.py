@@ -23,6 +23,8 @@ class ReconcileReport:
     stuck: list[str] = field(default_factory=list)
     drifted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    probed: list[str] = field(default_factory=list)
+    next_cursor: int = 0
 
     @property
     def requeue(self) -> list[str]:
@@ -36,16 +38,25 @@ def reconcile(
     changed_since: ChangedSince | None,
     *,
     stuck_after_s: float,
-    max_drift_checks: int = 1000,
+    drift_batch: int = 50,
+    cursor: int = 0,
 ) -> ReconcileReport:
-    """Find courses to rebuild; the caller enqueues ``report.requeue``."""
+    """Find courses to rebuild; the caller enqueues ``report.requeue``.
+
+    Drift probes cost upstream requests, so each pass probes at most ``drift_batch`` courses,
+    resuming at ``cursor``; ``report.next_cursor`` is where the next pass starts.
+    """
     report = ReconcileReport()
     for course_id in debouncer.dirty_courses(older_than_s=stuck_after_s):
         # A live rebuild holds the lease and will trail itself; an orphaned lease has lapsed.
         if debouncer.lease_holder(course_id) is None:
             report.stuck.append(course_id)
     if changed_since is not None:
-        course_ids = store.all_course_ids()[:max_drift_checks]
+        everyone = sorted(store.all_course_ids())
+        start = cursor % len(everyone) if everyone else 0
+        course_ids = (everyone[start:] + everyone[:start])[: max(0, drift_batch)]
+        report.probed = course_ids
+        report.next_cursor = (start + len(course_ids)) % len(everyone) if everyone else 0
         for meta in store.metas(course_ids):
             since_text = meta.source_modified or meta.built_at
             since = dt.datetime.fromisoformat(since_text.replace("Z", "+00:00"))

@@ -1,0 +1,84 @@
+"""Reconcile: requeue courses left dirty without a rebuild, catch unseen upstream changes."""
+
+from __future__ import annotations
+
+import datetime as dt
+
+import fakeredis
+
+from core.bundle.store import BundleStore
+from core.errors import OneRosterUnavailable
+from core.keys import Keys
+from core.pipeline.debounce import Debouncer
+from core.pipeline.rebuild import Rebuilder
+from core.pipeline.reconcile import reconcile
+from tests.core.bundle.records import synthetic
+
+
+def built(fake_redis: fakeredis.FakeRedis, keys: Keys, *ids: str) -> BundleStore:
+    store = BundleStore(fake_redis, keys)
+    for course_id in ids:
+        records = synthetic(units=1, lessons=1, per_lesson=1)
+        records.course = records.course.model_copy(update={"sourcedId": course_id})
+        Rebuilder(store, lambda _cid, r=records: r).rebuild(course_id)
+    return store
+
+
+def test_a_dirty_course_without_a_rebuild_is_requeued(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    store = built(fake_redis, keys)
+    debouncer = Debouncer(fake_redis, keys)
+    debouncer.note_dirty("lost", now=100.0)
+    debouncer.note_dirty("running", now=100.0)
+    assert debouncer.begin("running") is not None
+    report = reconcile(debouncer, store, None, stuck_after_s=10)
+    assert report.stuck == ["lost"]
+
+
+def test_a_course_changed_upstream_without_an_event_is_requeued(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    store = built(fake_redis, keys, "a", "b")
+    asked: list[tuple[str, dt.datetime]] = []
+
+    def changed(course_id: str, since: dt.datetime) -> bool:
+        asked.append((course_id, since))
+        return course_id == "b"
+
+    report = reconcile(Debouncer(fake_redis, keys), store, changed, stuck_after_s=10)
+    assert report.drifted == ["b"]
+    assert {c for c, _ in asked} == {"a", "b"}
+    assert all(since.tzinfo is not None for _, since in asked)
+
+
+def test_drift_probes_rotate_through_courses_in_batches(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    store = built(fake_redis, keys, "a", "b", "c")
+    seen: list[str] = []
+    debouncer = Debouncer(fake_redis, keys)
+    cursor = 0
+    for _ in range(3):
+        report = reconcile(
+            debouncer,
+            store,
+            lambda cid, _since: seen.append(cid) or False,
+            stuck_after_s=10,
+            drift_batch=2,
+            cursor=cursor,
+        )
+        cursor = report.next_cursor
+    assert seen == ["a", "b", "c", "a", "b", "c"]
+
+
+def test_an_upstream_failure_is_reported_not_raised(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    store = built(fake_redis, keys, "a")
+
+    def down(course_id: str, since: dt.datetime) -> bool:
+        raise OneRosterUnavailable("down", course_id=course_id)
+
+    report = reconcile(Debouncer(fake_redis, keys), store, down, stuck_after_s=10)
+    assert report.errors == ["a"] and report.requeue == []
