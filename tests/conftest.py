@@ -1,4 +1,4 @@
-"""Shared fixtures: fake Redis for unit tests, the real Redis (own DB and key prefix) for integration."""
+"""Shared fixtures: fake Redis for unit tests; the real Redis (own DB, key prefix) for integration."""
 
 from __future__ import annotations
 
