@@ -1,4 +1,4 @@
-"""Shared fixtures: fake Redis for unit tests; the real Redis (own DB, key prefix) for integration."""
+"""Shared fixtures: fake Redis for unit tests, the real Redis (own DB and prefix) for the rest."""
 
 from __future__ import annotations
 
