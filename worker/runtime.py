@@ -62,14 +62,7 @@ class Runtime:
 
     @cached_property
     def flight(self) -> DistributedFlight:
-        s = self.settings
-        return DistributedFlight(
-            self.redis,
-            self.keys,
-            lease_ms=s.flight_lease_ms,
-            heartbeat_ms=s.flight_heartbeat_ms,
-            wait_s=s.flight_wait_s,
-        )
+        return DistributedFlight.from_settings(self.redis, self.keys, self.settings)
 
     @cached_property
     def dlq(self) -> DeadLetters:

@@ -27,6 +27,7 @@ import redis
 from core.errors import ConfigError, FlightFailed, FlightTimeout
 from core.keys import Keys
 from core.logging import get_logger
+from core.settings import Settings
 from core.singleflight.stats import GLOBAL_STATS, FlightStats
 
 J = TypeVar("J")
@@ -213,6 +214,19 @@ class DistributedFlight:
         self.enabled = enabled
         self.stats = stats if stats is not None else GLOBAL_STATS
         self.scripts = FlightScripts(redis)
+
+    @classmethod
+    def from_settings(
+        cls, client: redis.Redis, keys: Keys, settings: Settings
+    ) -> DistributedFlight:
+        """A flight configured by ``CB_FLIGHT_*``."""
+        return cls(
+            client,
+            keys,
+            lease_ms=settings.flight_lease_ms,
+            heartbeat_ms=settings.flight_heartbeat_ms,
+            wait_s=settings.flight_wait_s,
+        )
 
     def run(
         self,
