@@ -13,9 +13,11 @@ wake-up delay (a waiter's return time minus the moment the first build finished)
 from __future__ import annotations
 
 import argparse
+import datetime
 import json
 import multiprocessing as mp
 import os
+import platform
 import statistics
 import sys
 import threading
@@ -321,6 +323,8 @@ def main() -> None:
         json.dumps(
             {
                 "benchmark": "stampede",
+                "machine": f"{platform.node()} {platform.machine()} {platform.python_version()}",
+                "date": datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds"),
                 "config": {
                     "procs": args.procs,
                     "callers": args.callers,
