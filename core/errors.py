@@ -1,12 +1,39 @@
-"""The one error hierarchy of course-bundles; every error carries the context it was raised with."""
+"""The one error hierarchy of course-bundles; every error carries the context it was raised with.
+
+``retryable`` says whether trying the same thing again later can succeed; tasks retry only those
+and dead-letter the rest at once. (R) marks the retryable ones.
+
+    BundlesError
+    +-- ConfigError
+    +-- OneRosterError
+    |   +-- InvalidFilterValue            a value outside the allow-list; nothing was sent
+    |   +-- OneRosterAuthError        (R) token refused, or a fresh token refused too
+    |   +-- OneRosterHTTPError            a non-retryable 4xx
+    |   |   +-- OneRosterNotFound
+    |   +-- OneRosterUnavailable      (R) 429/5xx/transport errors past the retry budget
+    |   +-- OneRosterProtocolError        an answer we cannot parse
+    +-- BundleError
+    |   +-- CourseNotFound, StaleWrite, LookupMiss, AmbiguousRedirect
+    +-- FlightError
+    |   +-- FlightTimeout             (R) a waiter's deadline passed
+    |   +-- FlightFailed                  the leader failed (its error as text)
+    |   +-- LeaseLost                 (R)
+    +-- EventError
+    |   +-- InvalidEvent                  breaks the contract (reasons say how)
+    |   +-- BrokerUnavailable         (R)
+    +-- AttemptError
+        +-- NoActiveAttempt, AttemptConflict
+"""
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 
 class BundlesError(Exception):
     """Base of every error this package raises on purpose."""
+
+    retryable: ClassVar[bool] = False
 
     def __init__(self, message: str, **context: Any) -> None:
         super().__init__(message)
@@ -36,6 +63,8 @@ class InvalidFilterValue(OneRosterError, ValueError):
 class OneRosterAuthError(OneRosterError):
     """The token endpoint refused us, or a fresh token was refused too."""
 
+    retryable = True
+
 
 class OneRosterHTTPError(OneRosterError):
     """OneRoster answered with a non-retryable error status."""
@@ -51,6 +80,8 @@ class OneRosterNotFound(OneRosterHTTPError):
 
 class OneRosterUnavailable(OneRosterError):
     """Retries or the deadline were exhausted on 429/5xx/transport errors."""
+
+    retryable = True
 
 
 class OneRosterProtocolError(OneRosterError):
@@ -90,6 +121,8 @@ class FlightError(BundlesError):
 class FlightTimeout(FlightError, TimeoutError):
     """A waiter's deadline passed before the flight finished and no stale value was available."""
 
+    retryable = True
+
 
 class FlightFailed(FlightError):
     """The leader of a cross-process flight failed; its error is carried as text."""
@@ -97,6 +130,8 @@ class FlightFailed(FlightError):
 
 class LeaseLost(FlightError):
     """A leader found its lease taken by someone else (its write would be fenced)."""
+
+    retryable = True
 
 
 # --- events ----------------------------------------------------------------------------------
@@ -114,6 +149,8 @@ class InvalidEvent(EventError):
 
 class BrokerUnavailable(EventError):
     """The broker did not take the events; nothing was half-accepted."""
+
+    retryable = True
 
 
 # --- attempts --------------------------------------------------------------------------------

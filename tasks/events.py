@@ -7,7 +7,7 @@ from typing import Any
 
 from celery import Task
 
-from core.errors import InvalidEvent, OneRosterError
+from core.errors import BundlesError, InvalidEvent
 from core.events.broker import TASK_HANDLE_EVENT
 from core.events.validate import validate_event
 from core.logging import get_logger
@@ -37,11 +37,12 @@ def handle_event(self: Task, envelope: Any) -> dict[str, Any]:
         return {"outcome": "invalid"}
     try:
         decision = rt.intake.handle(event)
-    except OneRosterError as exc:
+    except BundlesError as exc:
         retries = self.request.retries or 0
-        if retries >= MAX_RETRIES:
+        if not exc.retryable or retries >= MAX_RETRIES:
+            why = f"after {retries} retries" if exc.retryable else "(not retryable)"
             rt.dlq.add(
-                reason=f"event kept failing after {retries} retries: {exc}",
+                reason=f"event failed {why}: {exc}",
                 payload=event.raw,
                 source="task",
                 context={"event_id": event.id, "task": TASK_HANDLE_EVENT},

@@ -11,7 +11,7 @@ from typing import Any, cast
 
 from celery import Task
 
-from core.errors import OneRosterError
+from core.errors import BundlesError, FlightFailed
 from core.logging import get_logger
 from core.pipeline.debounce import Debouncer, RebuildTicket, Wait
 from core.pipeline.rebuild import RebuildOutcome
@@ -89,9 +89,14 @@ def rebuild_course(
     try:
         with _heartbeat(rt.debouncer, ticket):
             outcome = _rebuild_in_flight(rt, course_id)
-    except OneRosterError as exc:
-        rt.debouncer.release(ticket)
-        return _failed(rt, course_id, failures, exc)
+    except BundlesError as exc:
+        if exc.retryable:
+            rt.debouncer.release(ticket)
+            return _failed(rt, course_id, failures, exc)
+        # Permanent (e.g. the course has no slug): retrying cannot help until the course changes
+        # upstream, and its next event marks it dirty again. Dead-letter it and settle the marks.
+        rt.debouncer.finish(ticket)
+        return _dead_letter(rt, course_id, f"rebuild failed (not retryable): {exc}")
     except Exception:
         rt.debouncer.release(ticket)
         raise
@@ -119,24 +124,32 @@ def _rebuild_in_flight(rt: Any, course_id: str) -> RebuildOutcome:
     so its outcome is not trusted: we rebuild again after it, fenced as always.
     """
     name = rt.keys.bundle_flight_name(course_id)
-    flown = rt.flight.run(name, lambda _lease: rt.rebuilder.rebuild(course_id).as_dict())
+    try:
+        flown = rt.flight.run(name, lambda _lease: rt.rebuilder.rebuild(course_id).as_dict())
+    except FlightFailed:
+        # We joined someone else's build and it failed; ours may still succeed.
+        return cast(RebuildOutcome, rt.rebuilder.rebuild(course_id))
     if flown.led:
         return RebuildOutcome(**flown.value)
     return cast(RebuildOutcome, rt.rebuilder.rebuild(course_id))
 
 
+def _dead_letter(rt: Any, course_id: str, reason: str) -> dict[str, Any]:
+    rt.dlq.add(
+        reason=reason,
+        payload={"courseId": course_id},
+        source="task",
+        context={"task": TASK_REBUILD, "course_id": course_id},
+    )
+    metrics.REBUILDS.labels("failed").inc()
+    metrics.DEAD_LETTERS.labels("task").inc()
+    log.error("rebuild_failed", course_id=course_id, outcome="dead_lettered", reason=reason)
+    return {"outcome": "failed"}
+
+
 def _failed(rt: Any, course_id: str, failures: int, exc: Exception) -> dict[str, Any]:
     if failures >= MAX_RETRIES:
-        rt.dlq.add(
-            reason=f"rebuild kept failing after {failures} retries: {exc}",
-            payload={"courseId": course_id},
-            source="task",
-            context={"task": TASK_REBUILD, "course_id": course_id},
-        )
-        metrics.REBUILDS.labels("failed").inc()
-        metrics.DEAD_LETTERS.labels("task").inc()
-        log.error("rebuild_failed", course_id=course_id, outcome="dead_lettered", error=str(exc))
-        return {"outcome": "failed"}
+        return _dead_letter(rt, course_id, f"rebuild kept failing after {failures} retries: {exc}")
     countdown = min(60.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
     metrics.REBUILDS.labels("retried").inc()
     log.warning(

@@ -1,0 +1,71 @@
+"""handle_event: apply once, dead-letter what cannot be applied, retry only what may succeed."""
+
+from __future__ import annotations
+
+import uuid
+from typing import Any
+
+import pytest
+from celery.exceptions import Retry
+
+from core.errors import OneRosterHTTPError, OneRosterUnavailable
+from tasks.events import handle_event
+from tests.tasks.conftest import TaskWorld
+
+
+def envelope(kind: str = "resource.updated", **data: Any) -> dict[str, Any]:
+    return {
+        "specversion": "1.0",
+        "id": f"evt-{uuid.uuid4().hex}",
+        "source": "tests",
+        "type": f"oneroster.{kind}",
+        "subject": "res-1",
+        "data": data,
+    }
+
+
+def test_valid_event_marks_the_course_and_enqueues_its_rebuild(world: TaskWorld) -> None:
+    result = handle_event(envelope("courseComponent.updated", courseId="course-1"))
+    assert result["outcome"] == "applied"
+    assert [e["course_id"] for e in world.enqueued] == ["course-1"]
+    assert world.rt.debouncer.is_dirty("course-1")
+
+
+def test_the_same_event_twice_is_applied_once(world: TaskWorld) -> None:
+    evt = envelope("course.updated", courseId="course-1")
+    handle_event(evt)
+    assert handle_event(evt)["outcome"] == "duplicate"
+    assert len(world.enqueued) == 1
+
+
+def test_invalid_envelope_is_dead_lettered_not_retried(world: TaskWorld) -> None:
+    result = handle_event({"specversion": "2.0", "id": "x"})
+    assert result["outcome"] == "invalid"
+    entries = world.rt.dlq.list()
+    assert len(entries) == 1 and entries[0].source == "worker"
+    assert "specversion" in entries[0].reason
+    assert world.enqueued == []
+
+
+def test_upstream_outage_is_retried(monkeypatch: pytest.MonkeyPatch, world: TaskWorld) -> None:
+    def down(_rid: str) -> list[str]:
+        raise OneRosterUnavailable("down", resource_id="res-1")
+
+    monkeypatch.setattr(world.rt.intake, "_upstream", down)
+    monkeypatch.setattr(handle_event, "retry", lambda **kw: Retry("retrying", kw["exc"]))
+    with pytest.raises(Retry):
+        handle_event(envelope("resource.updated"))
+    assert world.rt.dlq.count() == 0
+
+
+def test_permanent_upstream_error_is_dead_lettered_at_once(
+    monkeypatch: pytest.MonkeyPatch, world: TaskWorld
+) -> None:
+    def refused(_rid: str) -> list[str]:
+        raise OneRosterHTTPError("forbidden", status=403)
+
+    monkeypatch.setattr(world.rt.intake, "_upstream", refused)
+    result = handle_event(envelope("resource.updated"))
+    assert result["outcome"] == "failed"
+    [entry] = world.rt.dlq.list()
+    assert entry.source == "task" and "not retryable" in entry.reason
