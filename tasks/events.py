@@ -5,6 +5,7 @@ from __future__ import annotations
 import random
 from typing import Any
 
+import orjson
 from celery import Task
 
 from core.errors import BundlesError, InvalidEvent
@@ -28,6 +29,16 @@ def handle_event(self: Task, envelope: Any) -> dict[str, Any]:
     rt = get_runtime()
     metrics.EVENTS.labels("received").inc()
     try:
+        # The broker may carry what no publisher checked: the size rule first, as at intake.
+        try:
+            size = len(orjson.dumps(envelope))
+        except TypeError:  # not JSON at all: validation below names what is wrong
+            size = 0
+        if size > rt.settings.event_max_bytes:
+            raise InvalidEvent(
+                "event too large",
+                reasons=[f"the event is {size} bytes; the limit is {rt.settings.event_max_bytes}"],
+            )
         event = validate_event(envelope)
     except InvalidEvent as exc:
         rt.dlq.add(reason=str(exc), payload=_as_payload(envelope), source="worker")

@@ -31,9 +31,9 @@ EITHER_TYPES: Final = frozenset({"application/json"})
 
 _ID_RE: Final = re.compile(r"[A-Za-z0-9._:-]{1,128}")
 # Ids that end up in Redis keys and OneRoster filters (subject, courseId, previousCourseId).
-_REF_RE: Final = re.compile(r"[A-Za-z0-9:._-]{1,200}")
+_REF_RE: Final = re.compile(r"(?!\.+$)[A-Za-z0-9:._-]{1,200}")
 _ID_RULE: Final = "1-128 characters of A-Z a-z 0-9 . _ : -"
-_REF_RULE: Final = "1-200 characters of A-Z a-z 0-9 : . _ -"
+_REF_RULE: Final = "1-200 characters of A-Z a-z 0-9 : . _ -, not only dots"
 _RFC3339_RE: Final = re.compile(
     r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2}):([0-9]{2})(\.[0-9]+)?"
     r"(?:([Zz])|([+-])([0-9]{2}):([0-9]{2}))?"

@@ -635,6 +635,11 @@ class OneRosterProtocol:
     def get(self, collection: Collection[R], sourced_id: str) -> Op[R]:
         """One record by id, whatever its status; 404 raises :class:`OneRosterNotFound`."""
         check_value(sourced_id, field="sourcedId")
+        if not sourced_id.strip("."):
+            # "." and ".." are path segments, not ids: URL normalisation would read a list.
+            raise OneRosterNotFound(
+                "no record has a dot-only id", status=404, collection=collection.path
+            )
         spec = RequestSpec("GET", self.url(f"{collection.path}/{sourced_id}"))
         response = yield from self.request(spec)
         body = read_json(response, spec)

@@ -217,11 +217,6 @@ def test_malformed_events_are_refused_or_dead_lettered_and_valid_ones_applied(
     assert {letter.source for letter in letters} <= {"worker"}
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="tasks/events.py validates a broker message's fields but not its size: an event "
-    "over 64 KiB that bypassed the publisher is applied instead of dead-lettered",
-)
 def test_an_oversized_event_on_the_broker_is_dead_lettered(bad_system: BadSystem) -> None:
     system = bad_system.system
     event = valid_event(bad_system.course_ids[0])
@@ -246,17 +241,11 @@ def test_an_oversized_event_on_the_broker_is_dead_lettered(bad_system: BadSystem
 
 # --- malformed requests ---------------------------------------------------------------------------
 def _dot_course_id(req: BadRequest) -> bool:
-    """A course id of "." or "..": the known bug of the test below."""
+    """A course id of "." or "..": refused since the fix pinned by the test below."""
     path = urllib.parse.unquote_to_bytes(req.raw_path.partition(b"?")[0])
     return path.startswith((b"/v1/courses/./", b"/v1/courses/../"))
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason='core/oneroster/protocol.py puts the id into the URL path unescaped: "." and ".." '
-    "pass every id pattern, then URL normalisation turns GET courses/. into the course LIST "
-    "(an org-wide read, parsed as one course: 502) and courses/.. into the API root",
-)
 @pytest.mark.parametrize("course_id", [".", "%2e"])
 def test_dot_segment_course_ids_answer_not_found(bad_system: BadSystem, course_id: str) -> None:
     port = int(bad_system.system.api_url.rsplit(":", 1)[1])

@@ -69,3 +69,11 @@ def test_permanent_upstream_error_is_dead_lettered_at_once(
     assert result["outcome"] == "failed"
     [entry] = world.rt.dlq.list()
     assert entry.source == "task" and "not retryable" in entry.reason
+
+
+def test_oversized_event_straight_from_the_broker_is_dead_lettered(world: TaskWorld) -> None:
+    evt = envelope("course.updated", courseId="course-1", padding="x" * (70 * 1024))
+    assert handle_event(evt)["outcome"] == "invalid"
+    [entry] = world.rt.dlq.list()
+    assert "too large" in entry.reason or "bytes" in entry.reason
+    assert world.enqueued == []

@@ -14,8 +14,10 @@ from pydantic.json_schema import SkipJsonSchema
 
 from worker.api.problems import PROBLEM_MEDIA_TYPE
 
-# Ids end up in Redis keys and OneRoster filters: the allow-list the filters use.
-ID_PATTERN = r"^[A-Za-z0-9:._-]{1,200}$"
+# Ids end up in Redis keys and OneRoster filters: the allow-list the filters use, minus dot-only
+# ids ("." and ".." are path segments); the length (1-200) is bounded by ID_MAX_LENGTH.
+ID_PATTERN = r"^[A-Za-z0-9:._-]*[A-Za-z0-9:_-][A-Za-z0-9:._-]*$"
+ID_MAX_LENGTH = 200
 # One URL path segment (core.bundle.paths): no separators, %, backslash or whitespace.
 SLUG_PATTERN = r"^[^/?#%\\\s]{1,200}$"
 
@@ -27,6 +29,7 @@ CourseId = Annotated[
     Path(
         alias="courseId",
         pattern=ID_PATTERN,
+        max_length=ID_MAX_LENGTH,
         description="The course's sourcedId",
         examples=["course-42"],
     ),
@@ -60,6 +63,7 @@ ResourceId = Annotated[
     Path(
         alias="resourceId",
         pattern=ID_PATTERN,
+        max_length=ID_MAX_LENGTH,
         description="The resource's sourcedId",
         examples=["r1"],
     ),
@@ -75,6 +79,7 @@ UserId = Annotated[
     Path(
         alias="userId",
         pattern=ID_PATTERN,
+        max_length=ID_MAX_LENGTH,
         description="The learner's sourcedId",
         examples=["student-1"],
     ),

@@ -59,3 +59,23 @@ def test_only_course_deleted_is_a_course_delete() -> None:
         if is_course_delete(event(entity, action, courseId="c"))
     ]
     assert deletes == [("course", "deleted")]
+
+
+def test_dot_only_course_ids_are_invalid() -> None:
+    import pytest
+
+    from core.errors import InvalidEvent
+    from core.events.validate import validate_event
+
+    for bad in (".", ".."):
+        with pytest.raises(InvalidEvent, match=r"data\.courseId"):
+            validate_event(
+                {
+                    "specversion": "1.0",
+                    "id": "e1",
+                    "source": "t",
+                    "type": "oneroster.course.updated",
+                    "subject": "c1",
+                    "data": {"courseId": bad},
+                }
+            )
