@@ -48,6 +48,10 @@ class Keys:
         """String: a debounce window is open for the course (its expiry closes the window)."""
         return f"{self.course_tag(course_id)}:rebuild-window"
 
+    def rebuild_failures(self, course_id: str) -> str:
+        """Hash: consecutive failed rebuilds of the course and when the next retry is due."""
+        return f"{self.course_tag(course_id)}:failures"
+
     def missing(self, course_id: str) -> str:
         """String: "this course does not exist upstream", remembered briefly."""
         return f"{self.course_tag(course_id)}:missing"

@@ -23,6 +23,7 @@ from worker.runtime import get_runtime
 log = get_logger(__name__)
 
 MAX_RETRIES = 8
+RETRY_GRACE_S = 30.0  # a pending retry this late is taken as lost (its worker died)
 
 
 def enqueue_rebuild(
@@ -64,8 +65,19 @@ def _heartbeat(debouncer: Debouncer, ticket: RebuildTicket) -> Iterator[None]:
 def rebuild_course(
     self: Task, course_id: str, failures: int = 0, trailing: bool = False
 ) -> dict[str, Any]:
-    """Rebuild one course, unless another rebuild runs or events are still arriving."""
+    """Rebuild one course, unless another rebuild runs, events still arrive, or it backs off."""
     rt = get_runtime()
+    backoff = rt.debouncer.backoff(course_id)
+    # The course's last rebuild failed and its one retry is pending: that retry covers this
+    # message (an older chain, or an event that arrived before the hold), unless the retry is long
+    # overdue (its worker died) and this message takes over.
+    if (
+        backoff is not None
+        and failures != backoff.failures
+        and time.time() < backoff.due + RETRY_GRACE_S
+    ):
+        metrics.REBUILDS.labels("coalesced").inc()
+        return {"outcome": "backing_off"}
     if not rt.debouncer.is_dirty(course_id) and rt.store.generation(course_id) is not None:
         # A deferred or duplicate message whose change an earlier rebuild already covered.
         metrics.REBUILDS.labels("coalesced").inc()
@@ -76,13 +88,9 @@ def rebuild_course(
         log.debug("rebuild_waiting", course_id=course_id, outcome="events_arriving")
         return {"outcome": "waiting"}
     if ticket is None:
+        # Another rebuild runs; begin() handed it the trailing edge (it rebuilds once more after
+        # itself if events arrived), so this message is done.
         metrics.REBUILDS.labels("coalesced").inc()
-        enqueue_rebuild(
-            course_id,
-            countdown=rt.debouncer.retry_countdown_s(course_id),
-            retries=failures,
-            trailing=True,
-        )
         log.info("rebuild_deferred", course_id=course_id, outcome="lease_held")
         return {"outcome": "deferred"}
     metrics.REBUILDS.labels("started").inc()
@@ -92,14 +100,17 @@ def rebuild_course(
     except BundlesError as exc:
         if exc.retryable:
             rt.debouncer.release(ticket)
-            return _failed(rt, course_id, failures, exc)
+            return _failed(rt, course_id, exc)
         # Permanent (e.g. the course has no slug): retrying cannot help until the course changes
         # upstream, and its next event marks it dirty again. Dead-letter it and settle the marks.
         rt.debouncer.finish(ticket)
+        rt.debouncer.clear_failures(course_id)
         return _dead_letter(rt, course_id, f"rebuild failed (not retryable): {exc}")
     except Exception:
         rt.debouncer.release(ticket)
         raise
+    if backoff is not None:
+        rt.debouncer.clear_failures(course_id)
     metrics.REBUILD_DURATION.observe(outcome.duration_ms / 1000)
     if outcome.outcome == "stored":
         metrics.REBUILDS.labels("succeeded").inc()
@@ -147,16 +158,31 @@ def _dead_letter(rt: Any, course_id: str, reason: str) -> dict[str, Any]:
     return {"outcome": "failed"}
 
 
-def _failed(rt: Any, course_id: str, failures: int, exc: Exception) -> dict[str, Any]:
-    if failures >= MAX_RETRIES:
-        return _dead_letter(rt, course_id, f"rebuild kept failing after {failures} retries: {exc}")
-    countdown = min(60.0, 0.5 * 2**failures) * random.uniform(0.5, 1.0)
+def _backoff_s(failures: int) -> float:
+    """0.5 s doubling per consecutive failure, capped at 60 s, with jitter down to half."""
+    return float(min(60.0, 0.5 * 2 ** max(0, failures - 1)) * random.uniform(0.5, 1.0))
+
+
+def _failed(rt: Any, course_id: str, exc: Exception) -> dict[str, Any]:
+    """Schedule the course's one retry; dead-letter once when failures reach MAX_RETRIES.
+
+    Retries go on at the capped backoff after that, so the course heals by itself when OneRoster
+    is back; the dead letter tells a person it has been failing for a while.
+    """
+    backoff = rt.debouncer.record_failure(course_id, _backoff_s)
+    if backoff.failures == MAX_RETRIES:
+        _dead_letter(rt, course_id, f"rebuild kept failing after {backoff.failures} tries: {exc}")
     metrics.REBUILDS.labels("retried").inc()
+    countdown = max(0.0, backoff.due - time.time())
     log.warning(
-        "rebuild_retry", course_id=course_id, failures=failures + 1, countdown_s=round(countdown, 2)
+        "rebuild_retry",
+        course_id=course_id,
+        failures=backoff.failures,
+        countdown_s=round(countdown, 2),
+        error=str(exc),
     )
-    enqueue_rebuild(course_id, countdown=countdown, retries=failures + 1, trailing=False)
-    return {"outcome": "retry"}
+    enqueue_rebuild(course_id, countdown=countdown, retries=backoff.failures, trailing=False)
+    return {"outcome": "retry", "failures": backoff.failures}
 
 
 @app.task(name=TASK_RECONCILE)

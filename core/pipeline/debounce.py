@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -74,6 +75,8 @@ if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('HDEL', KEYS[4], 'first')
   return {1, seq, first}
 end
+-- Another rebuild runs: hand the trailing edge to it (its finish sees no flag and trails).
+redis.call('DEL', KEYS[2])
 return {0}
 """
 
@@ -125,6 +128,14 @@ class Wait:
     """A trailing rebuild came too early: events are still arriving; try again after ``seconds``."""
 
     seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Backoff:
+    """Consecutive failed rebuilds of a course and when its one pending retry is due."""
+
+    failures: int
+    due: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +266,38 @@ class Debouncer:
         """When a rebuild finds the lease held: try again after the window (or the debounce)."""
         pttl = int(cast(Any, self._redis.pttl(self._keys.rebuild_window(course_id))))
         return max(pttl, self.debounce_ms) / 1000.0
+
+    def record_failure(
+        self, course_id: str, countdown_of: Callable[[int], float], *, now: float | None = None
+    ) -> Backoff:
+        """Count a failed rebuild and hold the course until its retry is due.
+
+        The backoff belongs to the course, not to a message: events during the wait join the
+        pending retry (the scheduled flag is held), so upstream load does not grow with them.
+        """
+        key = self._keys.rebuild_failures(course_id)
+        failures = int(cast(Any, self._redis.hincrby(key, "count", 1)))
+        countdown = countdown_of(failures)
+        due = (time.time() if now is None else now) + countdown
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.hset(key, "due", repr(due))
+        pipe.expire(key, 3600)
+        pipe.set(self._flag(course_id), b"retry", px=int(countdown * 1000) + 1000)
+        pipe.execute()
+        return Backoff(failures, due)
+
+    def backoff(self, course_id: str) -> Backoff | None:
+        """The course's pending retry, if its last rebuild failed."""
+        raw = cast(
+            list[Any], self._redis.hmget(self._keys.rebuild_failures(course_id), ["count", "due"])
+        )
+        if raw[0] is None:
+            return None
+        return Backoff(int(raw[0]), float(raw[1] or 0))
+
+    def clear_failures(self, course_id: str) -> None:
+        """A rebuild succeeded: the next failure starts the backoff from the beginning."""
+        self._redis.delete(self._keys.rebuild_failures(course_id))
 
     def clear(self, course_id: str) -> None:
         """Forget every debounce mark of the course (used when the course is deleted)."""

@@ -262,11 +262,6 @@ def _chain_attempts(seconds: float) -> int:
     return attempts
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="rebuild retries are kept per task chain, not per course: every event during an "
-    "outage starts a new chain, so upstream load grows with the event rate",
-)
 def test_rebuild_attempts_per_course_follow_one_backoff_when_oneroster_fails_fast(
     outage_system: OutageSystem, outage_run: OutageRun
 ) -> None:

@@ -6,7 +6,9 @@ import pytest
 
 from core.errors import OneRosterUnavailable
 from core.oneroster.models import CourseRecords
+from core.pipeline.debounce import Wait
 from tasks.rebuild import MAX_RETRIES, rebuild_course
+from tests.core.bundle.records import synthetic
 from tests.tasks.conftest import TaskWorld
 
 
@@ -27,13 +29,17 @@ def test_clean_course_with_a_bundle_is_not_rebuilt_again(world: TaskWorld) -> No
     assert world.rt.store.generation("course-1") == first["generation"]
 
 
-def test_lease_held_by_another_rebuild_defers(world: TaskWorld) -> None:
-    world.rt.debouncer.note_dirty("course-1")
-    assert world.rt.debouncer.begin("course-1") is not None
-    result = rebuild_course("course-1")
-    assert result["outcome"] == "deferred"
-    assert world.enqueued and world.enqueued[0]["trailing"] is True
-    assert world.enqueued[0]["countdown"] > 0
+def test_lease_held_hands_the_trailing_edge_to_the_running_rebuild(world: TaskWorld) -> None:
+    debouncer = world.rt.debouncer
+    debouncer.note_dirty("course-1")
+    running = debouncer.begin("course-1")
+    assert running is not None and not isinstance(running, Wait)
+    debouncer.note_dirty("course-1")  # an event while it runs: schedules this message
+    assert rebuild_course("course-1")["outcome"] == "deferred"
+    assert world.enqueued == []
+    # The running rebuild sees the event and trails once itself.
+    finish = debouncer.finish(running)
+    assert finish.trailing_countdown_s is not None
 
 
 def test_events_during_the_build_cause_one_trailing_rebuild(world: TaskWorld) -> None:
@@ -53,19 +59,33 @@ def test_events_during_the_build_cause_one_trailing_rebuild(world: TaskWorld) ->
     assert debouncer.is_dirty("course-1")
 
 
-def test_upstream_outage_retries_with_backoff_then_dead_letters(world: TaskWorld) -> None:
-    def down(_cid: str) -> CourseRecords:
-        raise OneRosterUnavailable("down", course_id="course-1")
+def test_upstream_outage_backs_off_per_course_and_dead_letters_once(world: TaskWorld) -> None:
+    calls: list[str] = []
+
+    def down(cid: str) -> CourseRecords:
+        calls.append(cid)
+        raise OneRosterUnavailable("down", course_id=cid)
 
     world.fetch = down
-    world.rt.debouncer.note_dirty("course-1")
+    debouncer = world.rt.debouncer
+    debouncer.note_dirty("course-1")
     assert rebuild_course("course-1")["outcome"] == "retry"
-    assert world.enqueued[-1]["retries"] == 1 and world.enqueued[-1]["countdown"] > 0
-    assert world.rt.debouncer.lease_holder("course-1") is None
-    assert world.rt.debouncer.is_dirty("course-1")
-    assert rebuild_course("course-1", failures=MAX_RETRIES)["outcome"] == "failed"
-    [entry] = world.rt.dlq.list()
-    assert entry.context["course_id"] == "course-1"
+    retry = world.enqueued[-1]
+    assert retry["retries"] == 1 and retry["countdown"] > 0
+    assert debouncer.lease_holder("course-1") is None and debouncer.is_dirty("course-1")
+    # Events during the backoff join the pending retry: nothing new is scheduled...
+    assert debouncer.note_dirty("course-1") is None
+    # ...and a message from before the hold does not reach OneRoster.
+    assert rebuild_course("course-1", failures=0)["outcome"] == "backing_off"
+    assert len(calls) == 1
+    for expected in range(2, MAX_RETRIES + 2):
+        assert rebuild_course("course-1", failures=expected - 1)["outcome"] == "retry"
+        assert world.enqueued[-1]["retries"] == expected
+    assert world.enqueued[-1]["countdown"] <= 60
+    assert world.rt.dlq.count() == 1  # once, when failures reached MAX_RETRIES
+    world.fetch = lambda _cid: synthetic(units=1, lessons=1, per_lesson=1)
+    assert rebuild_course("course-1", failures=MAX_RETRIES + 1)["outcome"] == "stored"
+    assert debouncer.backoff("course-1") is None
 
 
 def test_course_without_a_slug_is_dead_lettered_without_retrying(
