@@ -9,11 +9,11 @@ import tempfile
 from typing import Any
 
 from celery import Celery
-from celery.signals import worker_init, worker_process_shutdown, worker_shutdown
+from celery.signals import setup_logging, worker_init, worker_process_shutdown, worker_shutdown
 from kombu.entity import Exchange, Queue
 
 from core.events.broker import EVENTS_QUEUE, TASK_HANDLE_EVENT
-from core.logging import get_logger
+from core.logging import configure_logging, get_logger
 from core.settings import Settings, get_settings
 
 log = get_logger(__name__)
@@ -112,6 +112,13 @@ def create_app(settings: Settings | None = None) -> Celery:
 
 
 app = create_app()
+
+
+@setup_logging.connect
+def _configure_logging(**_: Any) -> None:
+    """Our structlog setup (JSON, redaction, CB_LOG_LEVEL) instead of Celery's own."""
+    settings = get_settings()
+    configure_logging(settings.log_format, settings.log_level)
 
 
 @worker_init.connect
