@@ -250,10 +250,19 @@ def section_stampede(s: Section, d: dict[str, Any]) -> None:
     callers = cfg.get("procs", 1) * cfg.get("callers", 1)
     flight = summary.get("readthrough") or summary.get("flight") or {}
     none = summary.get("none", {})
+    floor = summary.get("floor", {})
     s.headline = (
         f"{fmt(callers)} cold readers in {fmt(cfg.get('procs'))} processes: "
         f"{fmt(flight.get('builds_median'))} build with single-flight, "
-        f"{fmt(none.get('builds_median'))} without"
+        f"{fmt(none.get('builds_median'))} without; wake-up p99 "
+        f"{fmt(flight.get('wake_p99_ms_median'))} ms (same-run floor "
+        f"{fmt(floor.get('wake_p99_ms_median'))} ms, target 5 ms)"
+    )
+    s.met = met_text(
+        {
+            "oneBuild": flight.get("builds_median") == 1,
+            "wakeP99": (flight.get("wake_p99_ms_median") or math.inf) <= 5.0,
+        }
     )
     s.notes.append(
         f"{fmt(cfg.get('procs'))} processes x {fmt(cfg.get('callers'))} callers, build "
