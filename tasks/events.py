@@ -5,12 +5,11 @@ from __future__ import annotations
 import random
 from typing import Any
 
-import orjson
 from celery import Task
 
 from core.errors import BundlesError, InvalidEvent
 from core.events.broker import TASK_HANDLE_EVENT
-from core.events.validate import validate_event
+from core.events.validate import validate_envelope
 from core.logging import get_logger
 from worker import metrics
 from worker.celery_app import app
@@ -29,17 +28,8 @@ def handle_event(self: Task, envelope: Any) -> dict[str, Any]:
     rt = get_runtime()
     metrics.EVENTS.labels("received").inc()
     try:
-        # The broker may carry what no publisher checked: the size rule first, as at intake.
-        try:
-            size = len(orjson.dumps(envelope))
-        except TypeError:  # not JSON at all: validation below names what is wrong
-            size = 0
-        if size > rt.settings.event_max_bytes:
-            raise InvalidEvent(
-                "event too large",
-                reasons=[f"the event is {size} bytes; the limit is {rt.settings.event_max_bytes}"],
-            )
-        event = validate_event(envelope)
+        # The broker may carry what no publisher checked: every rule again, size included.
+        event = validate_envelope(envelope, max_bytes=rt.settings.event_max_bytes)
     except InvalidEvent as exc:
         rt.dlq.add(reason=str(exc), payload=_as_payload(envelope), source="worker")
         metrics.EVENTS.labels("invalid").inc()

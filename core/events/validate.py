@@ -111,6 +111,12 @@ def validate_event(obj: object) -> CourseEvent:
     )
 
 
+def validate_envelope(obj: object, *, max_bytes: int = MAX_EVENT_BYTES) -> CourseEvent:
+    """An already-decoded envelope (a batch element, a broker message): size rule, then the rest."""
+    _check_size(_serialized_size(obj), max_bytes)
+    return validate_event(obj)
+
+
 def parse_event_bytes(raw: bytes | str, *, max_bytes: int = MAX_EVENT_BYTES) -> CourseEvent:
     """Check one raw event body: size first, then UTF-8 JSON, then the rules."""
     data = _as_bytes(raw)
@@ -164,8 +170,7 @@ def parse_batch(
     problems: list[BatchProblem] = []
     for index, item in enumerate(items):
         try:
-            _check_size(_serialized_size(item), max_event_bytes)
-            events.append(validate_event(item))
+            events.append(validate_envelope(item, max_bytes=max_event_bytes))
         except InvalidEvent as exc:
             problems.append(BatchProblem(index=index, reasons=exc.reasons))
     if problems:
