@@ -15,7 +15,7 @@ from core.errors import BundlesError, FlightFailed
 from core.logging import get_logger
 from core.pipeline.debounce import Debouncer, RebuildTicket, Wait
 from core.pipeline.rebuild import RebuildOutcome
-from core.pipeline.reconcile import reconcile
+from core.pipeline.reconcile import ReconcileReport, reconcile
 from worker import metrics
 from worker.celery_app import REBUILDS_QUEUE, TASK_REBUILD, TASK_RECONCILE, app
 from worker.runtime import get_runtime
@@ -185,26 +185,39 @@ def _failed(rt: Any, course_id: str, exc: Exception) -> dict[str, Any]:
     return {"outcome": "retry", "failures": backoff.failures}
 
 
-@app.task(name=TASK_RECONCILE)
-def reconcile_courses() -> dict[str, Any]:
-    """Requeue courses left dirty or changed upstream without an event."""
-    rt = get_runtime()
+def reconcile_pass(
+    rt: Any, *, drift_batch: int, cursor: int = 0, enqueue: bool = True
+) -> ReconcileReport:
+    """One reconcile pass: find stuck and drifted courses, mark drifted ones dirty, queue both."""
     s = rt.settings
-    cursor_key = rt.keys.reconcile_cursor()
     report = reconcile(
         rt.debouncer,
         rt.store,
         rt.changed_since,
         stuck_after_s=s.debounce_max_wait_s + s.rebuild_lease_ms / 1000,
-        drift_batch=s.reconcile_drift_batch,
+        drift_batch=drift_batch,
+        cursor=cursor,
+    )
+    if enqueue:
+        for course_id in report.drifted:
+            rt.debouncer.note_dirty(course_id)
+        for course_id in report.requeue:
+            enqueue_rebuild(course_id, trailing=False)
+    return report
+
+
+@app.task(name=TASK_RECONCILE)
+def reconcile_courses() -> dict[str, Any]:
+    """Requeue courses left dirty or changed upstream without an event."""
+    rt = get_runtime()
+    cursor_key = rt.keys.reconcile_cursor()
+    report = reconcile_pass(
+        rt,
+        drift_batch=rt.settings.reconcile_drift_batch,
         cursor=int(cast(Any, rt.redis.get(cursor_key)) or 0),
     )
     rt.redis.set(cursor_key, report.next_cursor)
     metrics.RECONCILE_REQUEUED.labels("stuck").inc(len(report.stuck))
-    for course_id in report.drifted:
-        metrics.RECONCILE_REQUEUED.labels("drifted").inc()
-        rt.debouncer.note_dirty(course_id)
-    for course_id in report.requeue:
-        enqueue_rebuild(course_id, trailing=False)
+    metrics.RECONCILE_REQUEUED.labels("drifted").inc(len(report.drifted))
     metrics.DLQ_SIZE.set(rt.dlq.count())
     return {"stuck": report.stuck, "drifted": report.drifted}

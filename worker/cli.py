@@ -279,24 +279,10 @@ def reconcile(
     as_json: JsonOpt = False,
 ) -> None:
     """Run one reconcile pass now: courses left dirty, and courses changed upstream unseen."""
-    from core.pipeline.reconcile import reconcile as run_reconcile  # noqa: PLC0415
+    from tasks.rebuild import reconcile_pass  # noqa: PLC0415
 
     rt = _runtime()
-    s = rt.settings
-    report = run_reconcile(
-        rt.debouncer,
-        rt.store,
-        rt.changed_since,
-        stuck_after_s=s.debounce_max_wait_s + s.rebuild_lease_ms / 1000,
-        drift_batch=len(rt.store.all_course_ids()),
-    )
-    if enqueue and report.requeue:
-        from tasks.rebuild import enqueue_rebuild  # noqa: PLC0415
-
-        for course_id in report.drifted:
-            rt.debouncer.note_dirty(course_id)
-        for course_id in report.requeue:
-            enqueue_rebuild(course_id, trailing=False)
+    report = reconcile_pass(rt, drift_batch=len(rt.store.all_course_ids()), enqueue=enqueue)
     result = {"stuck": report.stuck, "drifted": report.drifted, "errors": report.errors}
     if as_json:
         _print_json(result)

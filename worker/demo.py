@@ -26,13 +26,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from core.bundle.store import BundleStore
-from core.keys import Keys
 from core.logging import configure_logging
-from core.oneroster.client import OneRosterClient
-from core.oneroster.fetch import fetch_course_records
-from core.pipeline.rebuild import Rebuilder
 from core.settings import Settings
+from worker.runtime import Runtime
 from worker.supervise import Supervisor, free_port
 from worker.warm import active_course_ids, warm
 
@@ -268,9 +264,10 @@ def run_demo(
                     "key_prefix": prefix,
                 }
             )
-            _warm_all(child_settings, summary, console)
+            rt = Runtime(child_settings)
+            _warm_all(rt, summary, console)
             _mutate(
-                child_settings,
+                rt,
                 api_url=api_url,
                 api_token=api_token,
                 count=mutations,
@@ -304,23 +301,19 @@ def run_demo(
     return summary
 
 
-def _warm_all(settings: Settings, summary: DemoSummary, console: Console) -> None:
-    client = redis.Redis.from_url(settings.redis_url)
-    store = BundleStore(client, Keys(prefix=settings.key_prefix))
-    with OneRosterClient(settings) as oneroster:
-        course_ids = active_course_ids(oneroster)
-        rebuilder = Rebuilder(store, lambda cid: fetch_course_records(oneroster, cid))
-        summary.courses = len(course_ids)
-        with Progress(
-            TextColumn("warming courses"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-            transient=False,
-        ) as progress:
-            task = progress.add_task("warm", total=len(course_ids))
-            report = warm(rebuilder, course_ids, on_done=lambda *_: progress.advance(task))
+def _warm_all(rt: Runtime, summary: DemoSummary, console: Console) -> None:
+    course_ids = active_course_ids(rt.oneroster)
+    summary.courses = len(course_ids)
+    with Progress(
+        TextColumn("warming courses"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+        transient=False,
+    ) as progress:
+        task = progress.add_task("warm", total=len(course_ids))
+        report = warm(rt.rebuilder, course_ids, on_done=lambda *_: progress.advance(task))
     summary.warmed = len(report.outcomes)
     summary.warm_failures = len(report.failures)
     console.print(
@@ -331,7 +324,7 @@ def _warm_all(settings: Settings, summary: DemoSummary, console: Console) -> Non
 
 
 def _mutate(
-    settings: Settings,
+    rt: Runtime,
     *,
     api_url: str,
     api_token: str,
@@ -340,19 +333,9 @@ def _mutate(
     console: Console,
 ) -> None:
     """Change data as the course builder would, emit the event over HTTP, and time it."""
-    client = redis.Redis.from_url(settings.redis_url)
-    keys = Keys(prefix=settings.key_prefix)
-    store = BundleStore(client, keys)
+    client, keys, store, settings = rt.redis, rt.keys, rt.store, rt.settings
     sim = settings.oneroster_base_url
-    token = httpx.post(
-        f"{sim}/oauth/token",
-        data={
-            "grant_type": "client_credentials",
-            "client_id": settings.oneroster_client_id,
-            "client_secret": settings.oneroster_client_secret.get_secret_value(),
-        },
-        timeout=5,
-    ).json()["access_token"]
+    token = rt.oneroster.run(rt.oneroster.protocol.token())
     auth = {"Authorization": f"Bearer {token}"}
     course_ids = store.all_course_ids()
     table = Table(title="mutations: event -> fresh bundle")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import threading
 from dataclasses import dataclass
 from functools import cached_property
@@ -86,10 +87,7 @@ class Runtime:
             dedupe_ttl_s=self.settings.event_dedupe_ttl_s,
         )
 
-    def changed_since(self, course_id: str, since: object) -> bool:
-        import datetime as dt  # noqa: PLC0415
-
-        assert isinstance(since, dt.datetime)
+    def changed_since(self, course_id: str, since: dt.datetime) -> bool:
         return course_changed_since(self.oneroster, course_id, since)
 
 
@@ -104,10 +102,3 @@ def get_runtime() -> Runtime:
         if _runtime is None:
             _runtime = Runtime(get_settings())
         return _runtime
-
-
-def reset_runtime() -> None:
-    """Drop the runtime (after fork, or in tests after changing settings)."""
-    global _runtime  # noqa: PLW0603
-    with _lock:
-        _runtime = None
