@@ -23,7 +23,6 @@ import os
 import platform
 import re
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -52,6 +51,7 @@ from core.oneroster.models import (  # noqa: E402
     Resource,
 )
 from worker.simulator.catalog import generate_catalog, single_course_config  # noqa: E402
+from worker.supervise import free_port  # noqa: E402
 
 OUT = ROOT / "bench" / "out" / "api.json"
 TOKEN = "bench-read-token"
@@ -69,12 +69,6 @@ def one_course(resources: int) -> CourseRecords:
         component_resources=[ComponentResource.model_validate(x) for x in links],
         resources=[Resource.model_validate(r) for r in cat.resources_of(cid)],
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:

@@ -12,7 +12,6 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -31,6 +30,7 @@ from core.bundle.store import BundleStore
 from core.keys import Keys
 from core.settings import Settings
 from worker.simulator.catalog import CatalogConfig
+from worker.supervise import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 FULL_ENV = "CB_FAULTS_FULL"
@@ -80,12 +80,6 @@ def small_catalog(courses: int = 5, *, seed: int = 11) -> CatalogConfig:
 
 
 # --- small helpers -------------------------------------------------------------------------------
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def wait_until(
     predicate: Callable[[], Any], *, timeout: float, interval: float = 0.05, what: str = ""
 ) -> float:

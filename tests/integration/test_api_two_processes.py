@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -21,6 +20,7 @@ from core.bundle.store import BundleStore
 from core.keys import Keys
 from tests.conftest import TEST_REDIS_URL, _delete_prefix
 from tests.worker.api.factory import records, store_course
+from worker.supervise import free_port
 
 pytestmark = pytest.mark.integration
 
@@ -52,14 +52,8 @@ class ApiProcess:
         return "cb_api_swap_listener_subscribed 1.0" in text
 
 
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 def _start(key_prefix: str) -> ApiProcess:
-    port = _free_port()
+    port = free_port()
     env = {
         **os.environ,
         "CB_REDIS_URL": TEST_REDIS_URL,
