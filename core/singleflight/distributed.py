@@ -5,8 +5,9 @@ followers subscribe before they look, then sleep on pub/sub (with a bounded re-c
 the leader's outcome. A lapsed lease is taken over by exactly one follower. The Redis steps
 are the named scripts in ``flight.lua``.
 
-Every waiting caller holds its own pub/sub connection; put an in-process ``SingleFlight`` in
-front (``ReadThrough`` does) so that a process has one waiter per flight, not one per thread.
+Every waiting caller holds a pub/sub connection (kept for the next wait afterwards); put an
+in-process ``SingleFlight`` in front (``ReadThrough`` does) so that a process has one waiter
+per flight, not one per thread.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from core.errors import ConfigError, FlightFailed, FlightTimeout
 from core.keys import Keys
 from core.logging import get_logger
 from core.settings import Settings
+from core.singleflight.listeners import Listeners, await_subscribed, next_message
 from core.singleflight.stats import GLOBAL_STATS, FlightStats
 
 J = TypeVar("J")
@@ -214,6 +216,7 @@ class DistributedFlight:
         self.enabled = enabled
         self.stats = stats if stats is not None else GLOBAL_STATS
         self.scripts = FlightScripts(redis)
+        self._listeners = Listeners(redis)
 
     @classmethod
     def from_settings(
@@ -260,6 +263,10 @@ class DistributedFlight:
         if joined is not None:
             return self._settle(name, joined, started)
         return self._give_up(name, epoch, started, fallback)
+
+    def close(self) -> None:
+        """Close the pub/sub connections kept between waits."""
+        self._listeners.close()
 
     # --- leader -----------------------------------------------------------------------------
     def _lead(self, me: _Caller, epoch: int, fn: Callable[[FlightLease], J]) -> FlightOutcome[J]:
@@ -345,51 +352,36 @@ class DistributedFlight:
     # --- follower ---------------------------------------------------------------------------
     def _follow(self, me: _Caller, epoch: int, deadline: float) -> StoredOutcome | _Takeover | None:
         """Wait for an outcome of ``epoch`` or later; take over a lapsed lease; None at deadline."""
-        pubsub = self.redis.pubsub()  # type: ignore[no-untyped-call]
+        pubsub = self._listeners.subscribe(me.fk.channel)
         try:
-            pubsub.subscribe(me.fk.channel)
-            self._await_subscribed(pubsub, deadline)
-            while True:
-                raw, holder = cast(
-                    "list[bytes | None]", self.redis.mget([me.fk.outcome, me.fk.lease])
-                )
-                stored = decode_outcome(raw)
-                if stored is not None and stored.epoch >= epoch:
-                    return stored
-                if time.monotonic() >= deadline:
-                    return None
-                if holder is None:
-                    acquired, current = self.scripts.acquire(me.fk, me.token, self.lease_ms)
-                    if acquired:
-                        return _Takeover(current)
-                remaining = deadline - time.monotonic()
-                published = self._next_outcome(pubsub, epoch, min(self.recheck_s, remaining))
-                if published is not None:
-                    return published
-        finally:
+            found = self._watch(pubsub, me, epoch, deadline)
+        except BaseException:
             pubsub.close()
+            raise
+        self._listeners.give_back(pubsub)
+        return found
 
-    @staticmethod
-    def _await_subscribed(pubsub: redis.client.PubSub, deadline: float) -> None:
-        # The first reply is the subscribe confirmation; after it no publish can be missed.
-        while (left := deadline - time.monotonic()) > 0:
-            msg = pubsub.get_message(timeout=min(left, 1.0))
-            if msg is not None and msg["type"] == "subscribe":
-                return
-
-    @staticmethod
-    def _next_outcome(
-        pubsub: redis.client.PubSub, epoch: int, timeout: float
-    ) -> StoredOutcome | None:
-        until = time.monotonic() + timeout
-        while (left := until - time.monotonic()) > 0:
-            msg = pubsub.get_message(timeout=left)
-            if msg is None or msg["type"] != "message":
-                continue
-            stored = decode_outcome(msg["data"])
+    def _watch(
+        self, pubsub: redis.client.PubSub, me: _Caller, epoch: int, deadline: float
+    ) -> StoredOutcome | _Takeover | None:
+        channel = me.fk.channel
+        await_subscribed(pubsub, channel, deadline)
+        while True:
+            raw, holder = cast("list[bytes | None]", self.redis.mget([me.fk.outcome, me.fk.lease]))
+            stored = decode_outcome(raw)
             if stored is not None and stored.epoch >= epoch:
                 return stored
-        return None
+            if time.monotonic() >= deadline:
+                return None
+            if holder is None:
+                acquired, current = self.scripts.acquire(me.fk, me.token, self.lease_ms)
+                if acquired:
+                    return _Takeover(current)
+            until = min(time.monotonic() + self.recheck_s, deadline)
+            while (data := next_message(pubsub, channel, until)) is not None:
+                published = decode_outcome(data)
+                if published is not None and published.epoch >= epoch:
+                    return published
 
     def _settle(self, name: str, stored: StoredOutcome, started: float) -> FlightOutcome[J]:
         waited = time.monotonic() - started

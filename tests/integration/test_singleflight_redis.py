@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,15 @@ import pytest
 import redis
 
 from core.keys import Keys
-from core.singleflight.distributed import FlightKeys, FlightScripts, decode_outcome, encode_outcome
+from core.singleflight.distributed import (
+    DistributedFlight,
+    FlightKeys,
+    FlightLease,
+    FlightScripts,
+    decode_outcome,
+    encode_outcome,
+)
+from core.singleflight.stats import FlightStats
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.singleflight_worker import (
     FLIGHT,
@@ -191,3 +200,37 @@ def test_waiters_of_a_stuck_leader_fall_back_by_their_deadline(
     else:
         assert not [line for line in lines if "error" in line or line["fell_back"]]
         assert executions(real_redis, procs.prefix) == 1 + 4
+
+
+def test_a_follower_connection_killed_while_kept_is_replaced_transparently(
+    real_redis: redis.Redis, keys: Keys, key_prefix: str
+) -> None:
+    name = f"cbtest-{key_prefix.strip(':').replace(':', '-')}"
+    client = redis.Redis.from_url(TEST_REDIS_URL, client_name=name)
+    follower = DistributedFlight(client, keys, stats=FlightStats(), recheck_s=0.05)
+    leader = DistributedFlight(real_redis, keys, stats=FlightStats(), recheck_s=0.05)
+    fk = FlightKeys.of(keys, FLIGHT)
+
+    def follow_once() -> int:
+        def build(lease: FlightLease) -> int:
+            until(lambda: subscribed(real_redis, keys) >= 1)
+            return lease.epoch
+
+        with ThreadPoolExecutor(1) as pool:
+            led = pool.submit(leader.run, FLIGHT, build)
+            until(lambda: real_redis.get(fk.lease) is not None)
+            value = int(follower.run(FLIGHT, lambda lease: -1).value)
+            assert led.result().led
+        return value
+
+    try:
+        assert follow_once() == 1
+        ours = [c["id"] for c in real_redis.client_list() if c.get("name") == name]
+        assert ours, "the follower's connections are not visible"
+        for client_id in ours:  # what a Redis restart or an idle timeout does to them
+            real_redis.client_kill_filter(_id=client_id)
+
+        assert follow_once() == 2
+    finally:
+        follower.close()
+        client.close()
