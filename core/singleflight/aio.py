@@ -44,6 +44,8 @@ class AsyncSingleFlight(Generic[T]):
             self.stats.record_led()
             return await fn()
         flight = self._flights.get(key)
+        if flight is not None and flight.task.get_loop() is not asyncio.get_running_loop():
+            flight = None  # left by a loop that is gone (or another thread's): not joinable
         leader = flight is None
         if flight is None:
             self.stats.record_led()

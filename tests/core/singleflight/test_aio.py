@@ -100,3 +100,27 @@ def test_joiner_timeout_raises_flight_timeout_but_the_flight_finishes(enabled: b
         assert impatient_outcome == "bundle"  # no flight to time out of: it built its own
         assert runs == 2
     assert stats.timeouts == (1 if enabled else 0)
+
+
+def test_a_flight_stranded_by_a_closed_event_loop_is_not_joined_from_another() -> None:
+    sf: AsyncSingleFlight[str] = AsyncSingleFlight(stats=FlightStats())
+
+    async def never() -> str:
+        await asyncio.Event().wait()
+        return "unreachable"
+
+    stranded: list[asyncio.Task[str]] = []
+
+    async def strand() -> None:
+        stranded.append(asyncio.ensure_future(sf.do("k", never)))
+        await asyncio.sleep(0)
+
+    first = asyncio.new_event_loop()
+    first.run_until_complete(strand())
+    first.close()  # the flight's task never finishes: its loop is gone
+    assert sf.in_flight("k")
+
+    async def fresh() -> str:
+        return "built here"
+
+    assert asyncio.run(sf.do("k", fresh, timeout=2.0)) == "built here"
