@@ -9,13 +9,28 @@ from collections.abc import Iterator
 import fakeredis
 import pytest
 import redis
+import structlog
 
+import core.logging
 from core.keys import Keys
 
 # Integration tests use their own Redis DB so they never touch a developer's data.
 TEST_REDIS_DB = int(os.environ.get("CB_TEST_REDIS_DB", "9"))
 TEST_REDIS_URL = os.environ.get("CB_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{TEST_REDIS_DB}")
 TEST_BROKER_AMQP_URL = os.environ.get("CB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_before() -> Iterator[None]:
+    """Undo a test's logging setup (the CLI's sets a level), so later log assertions see all."""
+    before = structlog.get_config()
+    processors = list(before["processors"])
+    configured = core.logging._configured
+    yield
+    current = structlog.get_config()["processors"]
+    current[:] = processors  # in place: bound loggers hold this very list
+    structlog.configure(**{**before, "processors": current})
+    core.logging._configured = configured
 
 
 @pytest.fixture
