@@ -209,7 +209,10 @@ def create_app(settings: Settings | None = None, *, services: ApiServices | None
     secret = settings.api_metrics_token
     # Hot read routes first: a request is matched against the routes in order.
     protected: list[tuple[APIRoute, str]] = []
-    protected += _mount(app, routes_courses.build_router(services.reader, metrics), "read")
+    courses = routes_courses.build_router(
+        services.reader, metrics, coalesce=services.flight.enabled
+    )
+    protected += _mount(app, courses, "read")
     protected += _mount(app, routes_attempts.build_router(services.attempts), "attempts")
     events = routes_events.build_router(lambda: services.publisher, settings)
     protected += _mount(app, events, "events")

@@ -1,10 +1,14 @@
 """Read routes (scope ``read``): bundles, units, lessons, resources, subjects, redirects.
 
 Each route decodes, asks the reader and answers existing bytes. A near-cache hit stays on the
-event loop and touches no Redis; only a miss or a backstop check goes to a worker thread.
+event loop and touches no Redis; only a miss or a backstop check goes to a worker thread, and
+concurrent requests for the same thing share that one call (``OffLoop``).
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar, cast
 
 from fastapi import APIRouter, Request
 from starlette.concurrency import run_in_threadpool
@@ -13,6 +17,7 @@ from starlette.responses import Response
 from core.bundle.nearcache import CachedBundle, Slice
 from core.bundle.reader import BundleReader
 from core.errors import LookupMiss
+from core.singleflight.aio import AsyncSingleFlight
 from worker.api.metrics import ApiMetrics
 from worker.api.representation import (
     RawResponse,
@@ -50,21 +55,40 @@ from worker.api.schemas import (
 
 COURSE_404 = problem(404, "No such course (remembered briefly)")
 
+T = TypeVar("T")
 
-def build_router(reader: BundleReader, metrics: ApiMetrics) -> APIRouter:
-    """The read routes, bound to one reader."""
+
+class OffLoop:
+    """Runs a blocking reader call in the thread pool once per key, however many requests wait.
+
+    Without it, a stampede of N requests on one cold course holds N pool threads (40 by
+    default) while one builds, and requests for other courses queue behind them; with it, the
+    other N-1 wait on the event loop and wake together when the one call returns.
+    """
+
+    def __init__(self, *, enabled: bool = True) -> None:
+        self._flights: AsyncSingleFlight[Any] = AsyncSingleFlight(enabled=enabled, name="api")
+
+    async def run(self, key: str, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` in a worker thread, shared by every concurrent caller with ``key``."""
+        return cast("T", await self._flights.do(key, lambda: run_in_threadpool(fn, *args)))
+
+
+def build_router(reader: BundleReader, metrics: ApiMetrics, *, coalesce: bool = True) -> APIRouter:
+    """The read routes, bound to one reader (``coalesce=False`` only to show what it prevents)."""
     router = APIRouter(prefix="/v1", tags=["read"])
+    off_loop = OffLoop(enabled=coalesce)
 
     async def course(course_id: str) -> CachedBundle:
         entry = reader.peek(course_id)
         if entry is None:
-            entry = await run_in_threadpool(reader.load, course_id)
+            entry = await off_loop.run("course\x00" + course_id, reader.load, course_id)
         return entry
 
     async def course_of_slug(slug: str) -> CachedBundle:
         course_id = reader.cached_slug(slug)
         if course_id is None:
-            course_id = await run_in_threadpool(reader.resolve_slug, slug)
+            course_id = await off_loop.run("slug\x00" + slug, reader.resolve_slug, slug)
         return await course(course_id)
 
     def answer(request: Request, entry: CachedBundle, piece: Slice, part: str) -> Response:
@@ -96,7 +120,8 @@ def build_router(reader: BundleReader, metrics: ApiMetrics) -> APIRouter:
         if not etag_matches(if_none_match, entry.meta.etag):
             data = entry.blob(coding)
             if data is None:  # first request of this encoding for this generation
-                entry, data = await run_in_threadpool(reader.blob, entry, coding)
+                key = f"blob\x00{entry.course_id}\x00{entry.generation}\x00{coding}"
+                entry, data = await off_loop.run(key, reader.blob, entry, coding)
         stale = reader.is_stale(entry)
         headers = bundle_headers(
             entry.meta.etag, entry.generation, entry.meta.built_at, stale=stale
@@ -197,7 +222,7 @@ def build_router(reader: BundleReader, metrics: ApiMetrics) -> APIRouter:
     async def list_subject(request: Request, subject: Subject) -> Response:
         listing = reader.cached_subject(subject)
         if listing is None:
-            listing = await run_in_threadpool(reader.subject, subject)
+            listing = await off_loop.run("subject\x00" + subject, reader.subject, subject)
         if_none_match, accept = conditional_headers(request.scope["headers"])
         response, coding = slice_response(
             listing.slice,

@@ -168,6 +168,8 @@ class ApiServices:
         if self.listen:
             self.swaps.stop()
         self.refresher.shutdown(wait=False, cancel_futures=True)
+        if "flight" in self.__dict__:  # built (cached_property): close its kept connections
+            self.flight.close()
         if self._oneroster is not None:
             self._oneroster.close()
 

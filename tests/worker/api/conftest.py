@@ -17,6 +17,7 @@ from core.bundle.store import BundleStore
 from core.errors import BrokerUnavailable, CourseNotFound, OneRosterUnavailable
 from core.oneroster.models import CourseRecords
 from core.settings import Settings
+from core.singleflight.distributed import DistributedFlight
 from tests.worker.api.factory import records, store_course
 from worker.api.app import create_app
 from worker.api.services import ApiServices
@@ -48,11 +49,14 @@ class FakeUpstream:
     delay_s: float = 0.0
     attempt_number: int = 1
     derive_calls: int = 0
+    hold: dict[str, threading.Event] = field(default_factory=dict)  # fetch waits until set
     _lock: threading.Lock = field(default_factory=threading.Lock)
 
     def fetch(self, course_id: str) -> CourseRecords:
         with self._lock:
             self.calls[course_id] += 1
+        if course_id in self.hold:
+            assert self.hold[course_id].wait(10.0), "a held fetch was never released"
         if self.delay_s:
             time.sleep(self.delay_s)
         if self.down:
@@ -132,7 +136,7 @@ def make_api(key_prefix: str, server: fakeredis.FakeServer) -> Iterator[MakeApi]
     """Builds APIs (lifespan running, swap listener subscribed) sharing one fake Redis."""
     opened: list[TestClient] = []
 
-    def make(*, listen: bool = True, **overrides: Any) -> Api:
+    def make(*, listen: bool = True, coalesce: bool = True, **overrides: Any) -> Api:
         settings = settings_for(key_prefix, **overrides)
         upstream, sender = FakeUpstream(), FakeSender()
         services = ApiServices(
@@ -145,6 +149,8 @@ def make_api(key_prefix: str, server: fakeredis.FakeServer) -> Iterator[MakeApi]
             listen=listen,
             swap_poll_s=0.02,
         )
+        if not coalesce:  # only to show what coalescing prevents
+            services.flight = DistributedFlight(services.redis, services.keys, enabled=False)
         client = TestClient(create_app(services=services))
         client.__enter__()
         opened.append(client)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import threading
 
 import httpx
 import orjson
@@ -174,6 +175,39 @@ def test_concurrent_first_reads_build_once(api: Api) -> None:
 
     assert asyncio.run(burst()) == [200] * 12
     assert api.upstream.calls["course-1"] == 1
+
+
+@pytest.mark.parametrize("coalesce", [True, False])
+def test_a_stampede_on_one_cold_course_does_not_hold_up_other_courses(
+    make_api: MakeApi, coalesce: bool
+) -> None:
+    api = make_api(coalesce=coalesce)
+    api.known("course-1")
+    api.known("course-2", slug="geometry")
+    release = threading.Event()
+    api.upstream.hold["course-1"] = release
+    other_lesson = LESSON.replace("course-1", "course-2")
+
+    async def scenario() -> tuple[bool, list[int]]:
+        transport = httpx.ASGITransport(app=api.client.app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            stampede = [asyncio.ensure_future(client.get(LESSON, headers=READ)) for _ in range(60)]
+            while api.upstream.calls["course-1"] == 0:  # the one build is under way, held
+                await asyncio.sleep(0.005)
+            other = asyncio.ensure_future(client.get(other_lesson, headers=READ))
+            done, _ = await asyncio.wait({other}, timeout=2.0)
+            served_meanwhile = other in done and other.result().status_code == 200
+            release.set()
+            answers = await asyncio.gather(*stampede)
+            await other
+        return served_meanwhile, [a.status_code for a in answers]
+
+    served_meanwhile, codes = asyncio.run(scenario())
+
+    assert codes == [200] * 60
+    assert api.upstream.calls["course-1"] == 1
+    # 60 requests each holding a pool thread (40) would queue course-2 behind the held build
+    assert served_meanwhile is coalesce
 
 
 def test_unknown_course_is_404_and_remembered(make_api: MakeApi) -> None:
