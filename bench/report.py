@@ -248,21 +248,28 @@ def section_freshness(s: Section, d: dict[str, Any]) -> None:
 def section_stampede(s: Section, d: dict[str, Any]) -> None:
     cfg, summary = d.get("config", {}), d["summary"]
     callers = cfg.get("procs", 1) * cfg.get("callers", 1)
-    flight = summary.get("readthrough") or summary.get("flight") or {}
+    api = summary.get("api") or {}
+    threads = summary.get("readthrough") or summary.get("flight") or {}
     none = summary.get("none", {})
     floor = summary.get("floor", {})
     s.headline = (
         f"{fmt(callers)} cold readers in {fmt(cfg.get('procs'))} processes: "
-        f"{fmt(flight.get('builds_median'))} build with single-flight, "
+        f"{fmt(api.get('builds_median'))} build with single-flight, "
         f"{fmt(none.get('builds_median'))} without; wake-up p99 "
-        f"{fmt(flight.get('wake_p99_ms_median'))} ms (same-run floor "
-        f"{fmt(floor.get('wake_p99_ms_median'))} ms, target 5 ms)"
+        f"{fmt(api.get('wake_p99_ms_median'))} ms as the API serves them (target 5 ms)"
     )
     s.met = met_text(
         {
-            "oneBuild": flight.get("builds_median") == 1,
-            "wakeP99": (flight.get("wake_p99_ms_median") or math.inf) <= 5.0,
+            "oneBuild": api.get("builds_median") == 1,
+            "wakeP99": (api.get("wake_p99_ms_median") or math.inf) <= 5.0,
         }
+    )
+    s.notes.append(
+        "The target is checked on `api` (requests on an event loop, one worker thread per "
+        "course per process). With one thread per reader instead (`readthrough`: "
+        f"{fmt(threads.get('wake_p99_ms_median'))} ms) waking the threads costs more than the "
+        f"target on 2 cores: even the `floor` for threads is {fmt(floor.get('wake_p99_ms_median'))}"
+        " ms."
     )
     s.notes.append(
         f"{fmt(cfg.get('procs'))} processes x {fmt(cfg.get('callers'))} callers, build "
