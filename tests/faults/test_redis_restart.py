@@ -332,11 +332,6 @@ def test_attempt_numbers_come_back_by_derivation(restart_run: RestartRun) -> Non
         assert restart_run.attempts_after[pair] == (number, "derived")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bundle generations restart at 1 when Redis loses its data (fence counter gone); "
-    "api.md promises X-Bundle-Generation grows with every rebuild",
-)
 def test_a_reader_never_sees_a_course_generation_go_down(restart_run: RestartRun) -> None:
     assert _generation_drops(restart_run) == []
 

@@ -122,12 +122,12 @@ def test_a_swap_is_seen_by_both_processes_at_once(
     apis: tuple[ApiProcess, ApiProcess], store: BundleStore
 ) -> None:
     recs = records("course-1")
-    store_course(store, recs)
+    gen = store_course(store, recs)["generation"]
     first, second = apis
-    assert first.generation("course-1") == second.generation("course-1") == 1  # now in memory
-    store_course(store, recs)  # generation 2, announced on the swap channel
+    assert first.generation("course-1") == second.generation("course-1") == gen  # in memory now
+    store_course(store, recs)  # the next generation, announced on the swap channel
     for api in apis:
-        seen = _wait_until(lambda api=api: api.generation("course-1") == 2, 5.0)
+        seen = _wait_until(lambda api=api: api.generation("course-1") == gen + 1, 5.0)
         assert seen is not None
         assert seen < CHECK_S * 4  # through the notice: no backstop interval needed
 
@@ -139,13 +139,13 @@ def test_a_swap_whose_notice_is_lost_is_seen_within_the_backstop_bound(
     shared_prefix: str,
 ) -> None:
     recs = records("course-2")
-    store_course(store, recs)
+    gen = store_course(store, recs)["generation"]
     first, second = apis
-    assert first.generation("course-2") == second.generation("course-2") == 1
+    assert first.generation("course-2") == second.generation("course-2") == gen
     silent = BundleStore(real_redis, SilentKeys(prefix=shared_prefix))
     store_course(silent, recs)
     for api in apis:
-        seen = _wait_until(lambda api=api: api.generation("course-2") == 2, 10.0)
+        seen = _wait_until(lambda api=api: api.generation("course-2") == gen + 1, 10.0)
         assert seen is not None, "the backstop never caught the missed notice"
         # Bounded by the check interval (plus scheduling slack on a busy machine).
         assert seen <= CHECK_S + 3.0

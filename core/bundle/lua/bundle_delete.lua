@@ -8,6 +8,12 @@ local was_live = 0
 if stored > 0 and redis.call('HGET', KEYS[1], 'deleted') ~= '1' then
   was_live = 1
 end
+-- A missing fence (the course's first build, or Redis lost its data) starts at the server clock
+-- in milliseconds, so generations keep growing across a data loss (and stay below 2^53).
+if redis.call('EXISTS', KEYS[2]) == 0 then
+  local now = redis.call('TIME')
+  redis.call('SET', KEYS[2], now[1] .. string.format('%03d', math.floor(now[2] / 1000)))
+end
 local gen = redis.call('INCR', KEYS[2])
 if gen <= stored then
   gen = stored + 1

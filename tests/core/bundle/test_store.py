@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -141,14 +142,34 @@ def test_newer_write_replaces_the_bundle(store: BundleStore) -> None:
 def test_next_generation_is_strictly_increasing(store: BundleStore) -> None:
     taken = [store.next_generation("course-42") for _ in range(5)]
     assert taken == sorted(set(taken))
-    assert store.next_generation("other") == 1
+    assert taken == list(range(taken[0], taken[0] + 5))  # one apart: a counter, not the clock
+
+
+def test_a_first_generation_starts_at_the_redis_clock_in_milliseconds(
+    store: BundleStore, fake_redis: fakeredis.FakeRedis
+) -> None:
+    seconds, micros = fake_redis.time()
+    first = store.next_generation("other")
+    assert seconds * 1000 + micros // 1000 < first < 2**53  # safe as a JavaScript number
+
+
+def test_generations_keep_growing_after_redis_loses_everything(
+    store: BundleStore, fake_redis: fakeredis.FakeRedis
+) -> None:
+    put(store, make_doc(generation=store.next_generation("course-42")))
+    before = store.next_generation("course-42")
+    time.sleep(0.002)
+
+    fake_redis.flushall()
+
+    assert store.next_generation("course-42") > before
 
 
 def test_next_generation_exceeds_stored_even_after_the_fence_is_lost(
     store: BundleStore, fake_redis: fakeredis.FakeRedis, keys: Keys
 ) -> None:
     put(store, make_doc(generation=40))
-    assert store.next_generation("course-42") == 41
+    assert store.next_generation("course-42") > 40
 
     fake_redis.delete(keys.fence("course-42"))
     regained = store.next_generation("course-42")
