@@ -3,7 +3,7 @@
 The leader holds a heartbeated lease and writes its outcome only while its epoch is current;
 followers subscribe before they look, then sleep on pub/sub (with a bounded re-check) and return
 the leader's outcome. A lapsed lease is taken over by exactly one follower. The Redis steps
-are the named scripts in ``flight.lua``.
+are in ``steps.py``, the outcome's encoding in ``outcome.py``.
 
 Every waiting caller holds a pub/sub connection (kept for the next wait afterwards); put an
 in-process ``SingleFlight`` in front (``ReadThrough`` does) so that a process has one waiter
@@ -12,17 +12,13 @@ per flight, not one per thread.
 
 from __future__ import annotations
 
-import re
 import secrets
 import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from functools import cache
-from pathlib import Path
-from typing import Any, Generic, TypeVar, cast
+from typing import Generic, TypeVar, cast
 
-import orjson
 import redis
 
 from core.errors import ConfigError, FlightFailed, FlightTimeout
@@ -30,118 +26,13 @@ from core.keys import Keys
 from core.logging import get_logger
 from core.settings import Settings
 from core.singleflight.listeners import Listeners, await_subscribed, next_message
+from core.singleflight.outcome import StoredOutcome, decode_outcome, encode_outcome
 from core.singleflight.stats import GLOBAL_STATS, FlightStats
+from core.singleflight.steps import FlightKeys, FlightScripts
 
 J = TypeVar("J")
 
 log = get_logger(__name__)
-
-# The epoch must outlive any lease by far, or a revived leader could match a restarted count.
-EPOCH_TTL_MS = 24 * 3600 * 1000
-
-SCRIPTS_FILE = Path(__file__).with_name("flight.lua")
-
-
-@cache
-def flight_scripts() -> dict[str, str]:
-    """The named scripts of ``flight.lua``, read once."""
-    return load_scripts(SCRIPTS_FILE.read_text())
-
-
-def load_scripts(text: str) -> dict[str, str]:
-    """Split a Lua file into its ``-- @script NAME`` sections."""
-    parts = re.split(r"^-- @script (\w+)\n", text, flags=re.MULTILINE)
-    return {name: body.strip() + "\n" for name, body in zip(parts[1::2], parts[2::2], strict=True)}
-
-
-@dataclass(frozen=True, slots=True)
-class FlightKeys:
-    """The Redis keys and channel of one named flight (they share the name's hash tag)."""
-
-    lease: str
-    epoch: str
-    outcome: str
-    channel: str
-
-    @classmethod
-    def of(cls, keys: Keys, name: str) -> FlightKeys:
-        stem = keys.flight(name)
-        return cls(f"{stem}:lease", f"{stem}:epoch", f"{stem}:outcome", f"{stem}:done")
-
-
-class FlightScripts:
-    """The flight's atomic Redis steps, registered once per client."""
-
-    def __init__(self, client: redis.Redis) -> None:
-        lua = flight_scripts()
-        self._acquire = client.register_script(lua["acquire"])
-        self._extend = client.register_script(lua["extend"])
-        self._release = client.register_script(lua["release"])
-        self._finish = client.register_script(lua["finish"])
-
-    def acquire(self, fk: FlightKeys, token: str, lease_ms: int) -> tuple[bool, int]:
-        """Take the lease if free: (True, new epoch); else (False, the holder's epoch)."""
-        got, epoch = self._acquire(keys=[fk.lease, fk.epoch], args=[token, lease_ms, EPOCH_TTL_MS])
-        return bool(got), int(epoch)
-
-    def extend(self, fk: FlightKeys, token: str, lease_ms: int) -> bool:
-        """Push the lease's expiry out if we still hold it."""
-        return bool(self._extend(keys=[fk.lease], args=[token, lease_ms]))
-
-    def release(self, fk: FlightKeys, token: str) -> bool:
-        """Drop the lease if we still hold it."""
-        return bool(self._release(keys=[fk.lease], args=[token]))
-
-    def finish(
-        self, fk: FlightKeys, epoch: int, payload: bytes, token: str, outcome_ttl_ms: int
-    ) -> int | None:
-        """Store + publish the outcome and release: subscribers reached, or None when fenced."""
-        receivers = int(
-            self._finish(
-                keys=[fk.epoch, fk.outcome, fk.lease],
-                args=[epoch, payload, outcome_ttl_ms, fk.channel, token],
-            )
-        )
-        return None if receivers < 0 else receivers
-
-
-# --- outcome encoding (pure) -------------------------------------------------------------------
-@dataclass(frozen=True, slots=True)
-class StoredOutcome:
-    """What a leader left for its followers: a value, or its error's type and text."""
-
-    epoch: int
-    ok: bool
-    value: Any = None
-    error_type: str = ""
-    error: str = ""
-
-
-def encode_outcome(epoch: int, *, value: Any = None, error: BaseException | None = None) -> bytes:
-    """The outcome payload; raises ``orjson.JSONEncodeError`` (a TypeError) for a bad value."""
-    if error is not None:
-        body = {"type": type(error).__name__, "message": str(error)}
-        return orjson.dumps({"epoch": epoch, "ok": False, "error": body})
-    return orjson.dumps({"epoch": epoch, "ok": True, "value": value})
-
-
-def decode_outcome(raw: bytes | str | None) -> StoredOutcome | None:
-    """Parse a stored or published outcome; None if absent or unreadable."""
-    if raw is None:
-        return None
-    try:
-        doc = orjson.loads(raw)
-        if doc["ok"]:
-            return StoredOutcome(epoch=int(doc["epoch"]), ok=True, value=doc.get("value"))
-        err = doc.get("error") or {}
-        return StoredOutcome(
-            epoch=int(doc["epoch"]),
-            ok=False,
-            error_type=str(err.get("type", "")),
-            error=str(err.get("message", "")),
-        )
-    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
-        return None
 
 
 # --- the flight ----------------------------------------------------------------------------------

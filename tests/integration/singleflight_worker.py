@@ -22,8 +22,9 @@ import redis
 from core.errors import BundlesError
 from core.keys import Keys
 from core.logging import configure_logging
-from core.singleflight.distributed import DistributedFlight, FlightKeys, FlightLease
+from core.singleflight.distributed import DistributedFlight, FlightLease
 from core.singleflight.stats import FlightStats
+from core.singleflight.steps import FlightKeys
 
 FLIGHT = "{course:stampede}:build"
 

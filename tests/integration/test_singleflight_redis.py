@@ -19,15 +19,10 @@ import pytest
 import redis
 
 from core.keys import Keys
-from core.singleflight.distributed import (
-    DistributedFlight,
-    FlightKeys,
-    FlightLease,
-    FlightScripts,
-    decode_outcome,
-    encode_outcome,
-)
+from core.singleflight.distributed import DistributedFlight, FlightLease
+from core.singleflight.outcome import decode_outcome, encode_outcome
 from core.singleflight.stats import FlightStats
+from core.singleflight.steps import FlightKeys, FlightScripts
 from tests.conftest import TEST_REDIS_URL
 from tests.integration.singleflight_worker import (
     FLIGHT,

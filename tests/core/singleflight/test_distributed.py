@@ -1,4 +1,4 @@
-"""Cross-process flight on fakeredis: the Lua steps, coalescing, failure, takeover, deadlines."""
+"""Cross-process flight on fakeredis: coalescing, failure, takeover, deadlines, heartbeat."""
 
 from __future__ import annotations
 
@@ -7,20 +7,14 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 
 import fakeredis
-import orjson
 import pytest
 
 from core.errors import ConfigError, FlightFailed, FlightTimeout
 from core.keys import Keys
-from core.singleflight.distributed import (
-    DistributedFlight,
-    FlightKeys,
-    FlightLease,
-    FlightScripts,
-    decode_outcome,
-    encode_outcome,
-)
+from core.singleflight.distributed import DistributedFlight, FlightLease
+from core.singleflight.outcome import decode_outcome, encode_outcome
 from core.singleflight.stats import FlightStats
+from core.singleflight.steps import FlightKeys, FlightScripts
 from tests.core.singleflight.conftest import until
 
 N = 8
@@ -29,11 +23,6 @@ N = 8
 @pytest.fixture
 def fk(keys: Keys) -> FlightKeys:
     return FlightKeys.of(keys, "{course:c1}:build")
-
-
-@pytest.fixture
-def scripts(fake_redis: fakeredis.FakeRedis) -> FlightScripts:
-    return FlightScripts(fake_redis)
 
 
 def make_flight(
@@ -62,75 +51,6 @@ class Runs:
             self.n += 1
 
 
-# --- Lua scripts --------------------------------------------------------------------------------
-def test_acquire_takes_a_free_lease_and_bumps_the_epoch(
-    scripts: FlightScripts, fk: FlightKeys
-) -> None:
-    assert scripts.acquire(fk, "a", 1000) == (True, 1)
-    assert scripts.acquire(fk, "b", 1000) == (False, 1)
-    assert scripts.release(fk, "a")
-    assert scripts.acquire(fk, "b", 1000) == (True, 2)
-
-
-def test_release_deletes_only_the_owners_lease(
-    fake_redis: fakeredis.FakeRedis, scripts: FlightScripts, fk: FlightKeys
-) -> None:
-    scripts.acquire(fk, "owner", 1000)
-    assert not scripts.release(fk, "intruder")
-    assert fake_redis.get(fk.lease) == b"owner"
-    assert scripts.release(fk, "owner")
-    assert fake_redis.get(fk.lease) is None
-
-
-def test_extend_pushes_expiry_only_for_the_owner(
-    fake_redis: fakeredis.FakeRedis, scripts: FlightScripts, fk: FlightKeys
-) -> None:
-    scripts.acquire(fk, "owner", 1000)
-    assert not scripts.extend(fk, "intruder", 60_000)
-    assert fake_redis.pttl(fk.lease) <= 1000
-    assert scripts.extend(fk, "owner", 60_000)
-    assert fake_redis.pttl(fk.lease) > 1000
-    fake_redis.delete(fk.lease)
-    assert not scripts.extend(fk, "owner", 60_000)
-    assert fake_redis.get(fk.lease) is None  # a lapsed lease is not resurrected
-
-
-def test_finish_from_a_superseded_epoch_is_fenced_off(
-    fake_redis: fakeredis.FakeRedis, scripts: FlightScripts, fk: FlightKeys
-) -> None:
-    _, old = scripts.acquire(fk, "dead-leader", 1000)
-    fake_redis.delete(fk.lease)  # its lease lapsed
-    _, new = scripts.acquire(fk, "successor", 1000)
-    listener = fake_redis.pubsub()
-    listener.subscribe(fk.channel)
-    listener.get_message(timeout=1)
-
-    late = scripts.finish(fk, old, encode_outcome(old, value="late"), "dead-leader", 10_000)
-    assert late is None
-    assert fake_redis.get(fk.outcome) is None
-    assert fake_redis.get(fk.lease) == b"successor"
-    assert listener.get_message(timeout=0.05) is None
-
-    assert scripts.finish(fk, new, encode_outcome(new, value="fresh"), "successor", 10_000) == 1
-    stored = decode_outcome(fake_redis.get(fk.outcome))
-    assert stored is not None and (stored.epoch, stored.value) == (new, "fresh")
-    assert fake_redis.get(fk.lease) is None
-    msg = listener.get_message(timeout=1)
-    assert msg is not None and orjson.loads(msg["data"])["value"] == "fresh"
-    listener.close()
-
-
-def test_outcome_round_trips_value_and_error_text() -> None:
-    ok = decode_outcome(encode_outcome(3, value={"generation": 7}))
-    assert ok is not None and ok.ok and ok.value == {"generation": 7} and ok.epoch == 3
-    err = decode_outcome(encode_outcome(4, error=KeyError("unit u1")))
-    assert err is not None and not err.ok
-    assert (err.error_type, err.error) == ("KeyError", "'unit u1'")
-    assert decode_outcome(b"not json") is None
-    assert decode_outcome(None) is None
-
-
-# --- the flight -----------------------------------------------------------------------------
 @pytest.mark.parametrize("enabled", [True, False])
 def test_concurrent_callers_run_fn_once_and_share_the_value(
     fake_redis: fakeredis.FakeRedis, keys: Keys, fk: FlightKeys, enabled: bool

@@ -8,9 +8,10 @@ from concurrent.futures import ThreadPoolExecutor
 import fakeredis
 
 from core.keys import Keys
-from core.singleflight.distributed import DistributedFlight, FlightKeys, FlightLease
+from core.singleflight.distributed import DistributedFlight, FlightLease
 from core.singleflight.listeners import Listeners, await_subscribed, next_message
 from core.singleflight.stats import FlightStats
+from core.singleflight.steps import FlightKeys
 from tests.core.singleflight.conftest import until
 
 
