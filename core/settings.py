@@ -47,7 +47,6 @@ class Settings(BaseSettings):
     # Older than this: served at once, marked stale and refreshed in the background. Events and
     # reconcile keep bundles current; this is the last safety net, so it is long.
     bundle_fresh_s: int = 6 * 3600
-    bundle_ttl_s: int = 0  # 0: bundles never expire (they are replaced by rebuilds)
     negative_ttl_s: int = 30  # how long "course not found" is remembered
     near_cache_check_s: float = 2.0  # backstop: re-check generation at most this often
     near_cache_max_courses: int = 256
