@@ -34,6 +34,8 @@ J = TypeVar("J")
 
 log = get_logger(__name__)
 
+CONFIRM_S = 1.0  # a subscribe not confirmed by then is retried on a fresh connection
+
 
 # --- the flight ----------------------------------------------------------------------------------
 class FlightLease:
@@ -88,6 +90,7 @@ class DistributedFlight:
         wait_s: float = 30.0,
         recheck_s: float = 0.5,
         outcome_ttl_ms: int = 10000,
+        confirm_s: float = CONFIRM_S,
         enabled: bool = True,
         stats: FlightStats | None = None,
     ) -> None:
@@ -104,6 +107,7 @@ class DistributedFlight:
         self.wait_s = wait_s
         self.recheck_s = recheck_s
         self.outcome_ttl_ms = outcome_ttl_ms
+        self.confirm_s = confirm_s
         self.enabled = enabled
         self.stats = stats if stats is not None else GLOBAL_STATS
         self.scripts = FlightScripts(redis)
@@ -243,20 +247,29 @@ class DistributedFlight:
     # --- follower ---------------------------------------------------------------------------
     def _follow(self, me: _Caller, epoch: int, deadline: float) -> StoredOutcome | _Takeover | None:
         """Wait for an outcome of ``epoch`` or later; take over a lapsed lease; None at deadline."""
-        pubsub = self._listeners.subscribe(me.fk.channel)
+        channel = me.fk.channel
+        pubsub = self._listeners.subscribe(channel)
         try:
+            confirm_by = min(deadline, time.monotonic() + self.confirm_s)
+            if not await_subscribed(pubsub, channel, confirm_by):
+                # a kept connection something between us and Redis dropped silently: start afresh
+                self._listeners.discard(pubsub)
+                pubsub = self._listeners.subscribe(channel, fresh=True)
+                await_subscribed(pubsub, channel, deadline)
             found = self._watch(pubsub, me, epoch, deadline)
         except BaseException:
-            pubsub.close()
+            self._listeners.discard(pubsub)
             raise
-        self._listeners.give_back(pubsub)
+        if found is None:  # out of time: keep only connections that just proved themselves
+            self._listeners.discard(pubsub)
+        else:
+            self._listeners.give_back(pubsub)
         return found
 
     def _watch(
         self, pubsub: redis.client.PubSub, me: _Caller, epoch: int, deadline: float
     ) -> StoredOutcome | _Takeover | None:
         channel = me.fk.channel
-        await_subscribed(pubsub, channel, deadline)
         while True:
             raw, holder = cast("list[bytes | None]", self.redis.mget([me.fk.outcome, me.fk.lease]))
             stored = decode_outcome(raw)

@@ -3,31 +3,49 @@
 A follower that closed its connection after every wait paid a TCP close (and the next one a
 connect) on the path between the leader's notice and its own answer: about 1 ms of the wake-up
 on a busy 2-core host. A kept connection is unsubscribed (so it counts as no flight's waiter)
-and reused for the next wait; its previous channel's leftovers are skipped.
+and reused for the next wait; its previous channel's leftovers are skipped. Kept connections
+are dropped when the server closed them, after ``max_idle_s`` unused (a middlebox may have
+forgotten them silently), and when a subscribe on one is not confirmed in time.
 """
 
 from __future__ import annotations
 
 import threading
 import time
+from dataclasses import dataclass
 
 import redis
 
 KEEP_IDLE = 4
+MAX_IDLE_S = 20.0
+
+
+@dataclass(slots=True)
+class _Kept:
+    pubsub: redis.client.PubSub
+    since: float
 
 
 class Listeners:
     """A small pool of idle pub/sub connections on one client (one user at a time each)."""
 
-    def __init__(self, client: redis.Redis, *, keep: int = KEEP_IDLE) -> None:
+    def __init__(
+        self, client: redis.Redis, *, keep: int = KEEP_IDLE, max_idle_s: float = MAX_IDLE_S
+    ) -> None:
         self._client = client
         self._keep = keep
-        self._idle: list[redis.client.PubSub] = []
+        self._max_idle_s = max_idle_s
+        self._idle: list[_Kept] = []
+        self._closed = False
         self._lock = threading.Lock()
 
-    def subscribe(self, channel: str) -> redis.client.PubSub:
-        """A connection subscribed to ``channel``; confirm with ``await_subscribed``."""
-        while (pubsub := self._take()) is not None:
+    def subscribe(self, channel: str, *, fresh: bool = False) -> redis.client.PubSub:
+        """A connection subscribed to ``channel`` (a kept one unless ``fresh``).
+
+        Confirm with ``await_subscribed``; a kept one that is not confirmed in time should be
+        closed (``discard``) and a fresh one asked for.
+        """
+        while not fresh and (pubsub := self._take()) is not None:
             try:
                 if not _alive(pubsub):
                     pubsub.close()
@@ -37,13 +55,13 @@ class Listeners:
                 pubsub.close()
                 continue
             return pubsub
-        fresh: redis.client.PubSub = self._client.pubsub()  # type: ignore[no-untyped-call]
+        new: redis.client.PubSub = self._client.pubsub()  # type: ignore[no-untyped-call]
         try:
-            fresh.subscribe(channel)  # type: ignore[no-untyped-call]
+            new.subscribe(channel)  # type: ignore[no-untyped-call]
         except BaseException:
-            fresh.close()
+            new.close()
             raise
-        return fresh
+        return new
 
     def give_back(self, pubsub: redis.client.PubSub) -> None:
         """Unsubscribe ``pubsub`` and keep it for the next wait (or close it if enough are kept).
@@ -56,9 +74,14 @@ class Listeners:
             pubsub.close()
             return
         with self._lock:
-            if len(self._idle) < self._keep:
-                self._idle.append(pubsub)
+            if not self._closed and len(self._idle) < self._keep:
+                self._idle.append(_Kept(pubsub, time.monotonic()))
                 return
+        pubsub.close()
+
+    @staticmethod
+    def discard(pubsub: redis.client.PubSub) -> None:
+        """Close a connection that is not to be kept (a failed or unconfirmed wait)."""
         pubsub.close()
 
     def idle(self) -> int:
@@ -67,24 +90,39 @@ class Listeners:
             return len(self._idle)
 
     def close(self) -> None:
-        """Close every kept connection."""
+        """Close every kept connection; connections given back later are closed too."""
         with self._lock:
             idle, self._idle = self._idle, []
-        for pubsub in idle:
-            pubsub.close()
+            self._closed = True
+        for kept in idle:
+            kept.pubsub.close()
 
     def _take(self) -> redis.client.PubSub | None:
+        now = time.monotonic()
+        stale: list[_Kept] = []
+        found = None
         with self._lock:
-            return self._idle.pop() if self._idle else None
+            while self._idle:
+                kept = self._idle.pop()
+                if now - kept.since > self._max_idle_s:
+                    stale.append(kept)
+                    continue
+                found = kept.pubsub
+                break
+        for kept in stale:
+            kept.pubsub.close()
+        return found
 
 
 def _alive(pubsub: redis.client.PubSub) -> bool:
-    """Read a kept connection's leftovers; False if the server closed it meanwhile.
+    """Read a kept connection's leftovers; False if it cannot be trusted for a new wait.
 
     Raises on a broken socket; the caller drops the connection either way.
     """
-    while pubsub.get_message(timeout=0.0) is not None:  # the unsubscribe confirmation first
-        pass
+    while (msg := pubsub.get_message(timeout=0.0)) is not None:
+        if msg["type"] == "subscribe":
+            # redis-py re-subscribed the old channel on a reconnect: it would count as a waiter
+            return False
     conn = pubsub.connection
     # Unsubscribed, nothing more may arrive: readable now means closed (raises) or garbage.
     return conn is not None and not conn.can_read(timeout=0)
