@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import uuid
 from collections.abc import Iterator
+from typing import Any
 
 import fakeredis
 import pytest
@@ -18,6 +19,19 @@ from core.keys import Keys
 TEST_REDIS_DB = int(os.environ.get("CB_TEST_REDIS_DB", "9"))
 TEST_REDIS_URL = os.environ.get("CB_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{TEST_REDIS_DB}")
 TEST_BROKER_AMQP_URL = os.environ.get("CB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
+
+
+_configure_structlog = structlog.configure
+
+
+def _configure_without_cache(**settings: Any) -> None:
+    # A logger cached on first use keeps the processors and level of that moment, which
+    # capture_logs cannot reach: in tests every call reads the configuration afresh.
+    settings["cache_logger_on_first_use"] = False
+    _configure_structlog(**settings)
+
+
+structlog.configure = _configure_without_cache
 
 
 @pytest.fixture(autouse=True)
