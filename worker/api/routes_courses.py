@@ -18,6 +18,7 @@ from core.bundle.nearcache import CachedBundle, Slice
 from core.bundle.reader import BundleReader
 from core.errors import LookupMiss
 from core.singleflight.aio import AsyncSingleFlight
+from core.singleflight.stats import FlightStats
 from worker.api.metrics import ApiMetrics
 from worker.api.representation import (
     RawResponse,
@@ -67,7 +68,10 @@ class OffLoop:
     """
 
     def __init__(self, *, enabled: bool = True) -> None:
-        self._flights: AsyncSingleFlight[Any] = AsyncSingleFlight(enabled=enabled, name="api")
+        # its own counters: the exported cb_singleflight_* count builds, not request sharing
+        self._flights: AsyncSingleFlight[Any] = AsyncSingleFlight(
+            enabled=enabled, name="api", stats=FlightStats()
+        )
 
     async def run(self, key: str, fn: Callable[..., T], *args: Any) -> T:
         """``fn(*args)`` in a worker thread, shared by every concurrent caller with ``key``."""
