@@ -179,9 +179,9 @@ class BundleStore:
         self._redis = redis
         self._keys = keys
         self._tombstone_ttl_s = tombstone_ttl_s
-        self._fence = redis.register_script(_lua("bundle_fence"))
+        self._fence = redis.register_script(_lua("next_generation") + _lua("bundle_fence"))
         self._write = redis.register_script(_lua("bundle_write"))
-        self._delete = redis.register_script(_lua("bundle_delete"))
+        self._delete = redis.register_script(_lua("next_generation") + _lua("bundle_delete"))
         self._hdel_if_eq = redis.register_script(_lua("hdel_if_eq"))
         self._fence_discard = redis.register_script(_lua("fence_discard"))
 
