@@ -253,15 +253,15 @@ class DistributedFlight:
             confirm_by = min(deadline, time.monotonic() + self.confirm_s)
             if not await_subscribed(pubsub, channel, confirm_by):
                 # a kept connection something between us and Redis dropped silently: start afresh
-                self._listeners.discard(pubsub)
+                pubsub.close()
                 pubsub = self._listeners.subscribe(channel, fresh=True)
                 await_subscribed(pubsub, channel, deadline)
             found = self._watch(pubsub, me, epoch, deadline)
         except BaseException:
-            self._listeners.discard(pubsub)
+            pubsub.close()
             raise
         if found is None:  # out of time: keep only connections that just proved themselves
-            self._listeners.discard(pubsub)
+            pubsub.close()
         else:
             self._listeners.give_back(pubsub)
         return found

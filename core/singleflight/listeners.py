@@ -43,7 +43,7 @@ class Listeners:
         """A connection subscribed to ``channel`` (a kept one unless ``fresh``).
 
         Confirm with ``await_subscribed``; a kept one that is not confirmed in time should be
-        closed (``discard``) and a fresh one asked for.
+        closed and a fresh one asked for.
         """
         while not fresh and (pubsub := self._take()) is not None:
             try:
@@ -77,11 +77,6 @@ class Listeners:
             if not self._closed and len(self._idle) < self._keep:
                 self._idle.append(_Kept(pubsub, time.monotonic()))
                 return
-        pubsub.close()
-
-    @staticmethod
-    def discard(pubsub: redis.client.PubSub) -> None:
-        """Close a connection that is not to be kept (a failed or unconfirmed wait)."""
         pubsub.close()
 
     def idle(self) -> int:
