@@ -16,8 +16,12 @@ import core.logging
 from core.keys import Keys
 
 # Integration tests use their own Redis DB so they never touch a developer's data.
+# CB_TEST_REDIS_PORT moves every real-Redis test (and its broker DBs) to another server.
+TEST_REDIS_PORT = int(os.environ.get("CB_TEST_REDIS_PORT", "6379"))
 TEST_REDIS_DB = int(os.environ.get("CB_TEST_REDIS_DB", "9"))
-TEST_REDIS_URL = os.environ.get("CB_TEST_REDIS_URL", f"redis://127.0.0.1:6379/{TEST_REDIS_DB}")
+TEST_REDIS_URL = os.environ.get(
+    "CB_TEST_REDIS_URL", f"redis://127.0.0.1:{TEST_REDIS_PORT}/{TEST_REDIS_DB}"
+)
 TEST_BROKER_AMQP_URL = os.environ.get("CB_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672//")
 
 

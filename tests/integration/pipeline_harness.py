@@ -17,9 +17,10 @@ import redis
 from core.bundle.store import BundleStore
 from core.keys import Keys
 from core.settings import Settings
+from tests.conftest import TEST_REDIS_PORT
 
 ROOT = Path(__file__).resolve().parents[2]
-REDIS_BROKER_URL = "redis://127.0.0.1:6379/10"
+REDIS_BROKER_URL = f"redis://127.0.0.1:{TEST_REDIS_PORT}/10"
 
 
 def purge_broker(broker_url: str) -> None:

@@ -12,12 +12,12 @@ import orjson
 import pytest
 import redis
 
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_PORT, TEST_REDIS_URL
 
 pytestmark = pytest.mark.integration
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO_BROKER = "redis://127.0.0.1:6379/13"
+DEMO_BROKER = f"redis://127.0.0.1:{TEST_REDIS_PORT}/13"
 
 
 def test_demo_warms_mutates_and_stops_every_child() -> None:

@@ -23,7 +23,7 @@ import httpx
 import pytest
 
 from core.events.publisher import publish_events
-from tests.conftest import TEST_REDIS_URL
+from tests.conftest import TEST_REDIS_PORT, TEST_REDIS_URL
 from tests.integration.pipeline_harness import ROOT, Pipeline, make_pipeline, purge_broker
 from worker.celery_app import TASK_REBUILD
 from worker.simulator.catalog import CatalogConfig
@@ -31,7 +31,7 @@ from worker.simulator.testing import SimulatorHandle, free_socket, run_simulator
 
 pytestmark = pytest.mark.integration
 
-FLOWER_BROKER_URL = "redis://127.0.0.1:6379/12"
+FLOWER_BROKER_URL = f"redis://127.0.0.1:{TEST_REDIS_PORT}/12"
 APT_HINT = "apt-get install -y chromium"
 
 
