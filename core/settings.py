@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     debounce_s: float = 0.25
     debounce_max_wait_s: float = 5.0
     rebuild_lease_ms: int = 60_000
+    # Failure paths (core/pipeline/failures.py): retry budgets, and how long a parked course
+    # (dead-lettered for failures that retrying cannot fix) stays out of reconcile's way.
+    rebuild_max_retries: int = 8
+    rebuild_park_ttl_s: int = 7 * 24 * 3600
+    event_max_retries: int = 6
     reconcile_period_s: float = 60.0
     reconcile_drift_batch: int = 50  # courses probed for unseen upstream changes per pass
     event_dedupe_ttl_s: int = 24 * 3600

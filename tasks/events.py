@@ -2,25 +2,23 @@
 
 from __future__ import annotations
 
-import random
 from typing import Any
 
 from celery import Task
 
-from core.errors import BundlesError, InvalidEvent
+from core.errors import InvalidEvent
 from core.events.broker import TASK_HANDLE_EVENT
 from core.events.validate import validate_envelope
 from core.logging import get_logger
+from core.pipeline.failures import FailureKind, Verdict, classify, describe
 from worker import metrics
 from worker.celery_app import app
 from worker.runtime import get_runtime
 
 log = get_logger(__name__)
 
-MAX_RETRIES = 6
 
-
-@app.task(name=TASK_HANDLE_EVENT, bind=True, max_retries=MAX_RETRIES)
+@app.task(name=TASK_HANDLE_EVENT, bind=True, max_retries=None)
 def handle_event(self: Task, envelope: Any) -> dict[str, Any]:
     """Validate again (the broker may carry anything), apply, enqueue the rebuilds."""
     from tasks.rebuild import enqueue_rebuild  # noqa: PLC0415 - tasks import each other
@@ -38,23 +36,37 @@ def handle_event(self: Task, envelope: Any) -> dict[str, Any]:
         return {"outcome": "invalid"}
     try:
         decision = rt.intake.handle(event)
-    except BundlesError as exc:
+    except Exception as exc:  # every failure, ours or not, gets a verdict
+        kind = classify(exc)
         retries = self.request.retries or 0
-        if not exc.retryable or retries >= MAX_RETRIES:
-            why = f"after {retries} retries" if exc.retryable else "(not retryable)"
-            rt.dlq.add(
-                reason=f"event failed {why}: {exc}",
-                payload=event.raw,
-                source="task",
-                context={"event_id": event.id, "task": TASK_HANDLE_EVENT},
+        policy = rt.event_failures
+        verdict = policy.verdict(kind, retries)
+        reason = describe(exc)
+        if verdict is Verdict.RETRY:
+            metrics.FAILURES.labels("event", kind.value, verdict.value).inc()
+            log.warning(
+                "event_retry", event_id=event.id, retries=retries, kind=kind.value, reason=reason
             )
-            metrics.EVENTS.labels("failed").inc()
-            metrics.DEAD_LETTERS.labels("task").inc()
-            log.error("event_failed", event_id=event.id, outcome="dead_lettered", error=str(exc))
-            return {"outcome": "failed"}
-        countdown = min(60.0, 0.5 * 2**retries) * random.uniform(0.5, 1.0)
-        log.warning("event_retry", event_id=event.id, retries=retries, error=str(exc))
-        raise self.retry(exc=exc, countdown=countdown) from exc
+            raise self.retry(exc=exc, countdown=policy.backoff_s(retries + 1)) from exc
+        why = "(not retryable)" if kind is FailureKind.PERMANENT else f"after {retries} retries"
+        rt.dlq.add(
+            reason=f"event failed {why}: {reason}",
+            payload=event.raw,
+            source="task",
+            context={"event_id": event.id, "task": TASK_HANDLE_EVENT},
+            attempts=retries + 1,
+        )
+        metrics.EVENTS.labels("failed").inc()
+        metrics.DEAD_LETTERS.labels("task").inc()
+        metrics.FAILURES.labels("event", kind.value, "dead_letter").inc()
+        log.error(
+            "event_failed",
+            event_id=event.id,
+            kind=kind.value,
+            outcome="dead_lettered",
+            reason=reason,
+        )
+        return {"outcome": "failed"}
     if decision.duplicate:
         metrics.EVENTS.labels("duplicate").inc()
         return {"outcome": "duplicate"}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from collections.abc import Iterator
@@ -11,9 +10,10 @@ from typing import Any, cast
 
 from celery import Task
 
-from core.errors import BundlesError, FlightFailed
+from core.errors import FlightFailed
 from core.logging import get_logger
 from core.pipeline.debounce import Debouncer, RebuildTicket, Wait
+from core.pipeline.failures import FailureKind, Verdict, classify, describe, is_wrong_type
 from core.pipeline.rebuild import RebuildOutcome
 from core.pipeline.reconcile import ReconcileReport, reconcile
 from worker import metrics
@@ -22,7 +22,6 @@ from worker.runtime import get_runtime
 
 log = get_logger(__name__)
 
-MAX_RETRIES = 8
 RETRY_GRACE_S = 30.0  # a pending retry this late is taken as lost (its worker died)
 
 
@@ -65,9 +64,35 @@ def _heartbeat(debouncer: Debouncer, ticket: RebuildTicket) -> Iterator[None]:
 def rebuild_course(
     self: Task, course_id: str, failures: int = 0, trailing: bool = False
 ) -> dict[str, Any]:
-    """Rebuild one course, unless another rebuild runs, events still arrive, or it backs off."""
+    """Rebuild one course, unless another rebuild runs, events still arrive, or it backs off.
+
+    Whatever goes wrong takes the course's bounded failure path (core/pipeline/failures.py).
+    """
     rt = get_runtime()
+    try:
+        return _rebuild(rt, course_id, failures, trailing)
+    except Exception as exc:  # noqa: BLE001 - every failure, ours or not, gets a verdict
+        try:
+            return _failed(rt, course_id, exc)
+        except Exception as unrecorded:  # noqa: BLE001 - Redis itself is failing
+            # The course stays dirty (if Redis kept it), so reconcile requeues it later.
+            metrics.FAILURES.labels("rebuild", classify(exc).value, "unrecorded").inc()
+            log.error(
+                "rebuild_failure_unrecorded",
+                course_id=course_id,
+                outcome="left_dirty",
+                reason=describe(exc),
+                error=describe(unrecorded),
+            )
+            return {"outcome": "unrecorded"}
+
+
+def _rebuild(rt: Any, course_id: str, failures: int, trailing: bool) -> dict[str, Any]:
     backoff = rt.debouncer.backoff(course_id)
+    if backoff is not None and backoff.parked:
+        # Dead-lettered for a failure retrying cannot fix: an event or a replay unparks it.
+        metrics.REBUILDS.labels("coalesced").inc()
+        return {"outcome": "parked"}
     # The course's last rebuild failed and its one retry is pending: that retry covers this
     # message (an older chain, or an event that arrived before the hold), unless the retry is long
     # overdue (its worker died) and this message takes over.
@@ -97,17 +122,13 @@ def rebuild_course(
     try:
         with _heartbeat(rt.debouncer, ticket):
             outcome = _rebuild_in_flight(rt, course_id)
-    except BundlesError as exc:
-        if exc.retryable:
+    except Exception as exc:
+        if classify(exc) is FailureKind.PERMANENT:
+            # Retrying cannot help until the course changes upstream, and its next event marks
+            # it dirty again: settle the marks; _failed dead-letters it.
+            rt.debouncer.finish(ticket)
+        else:
             rt.debouncer.release(ticket)
-            return _failed(rt, course_id, exc)
-        # Permanent (e.g. the course has no slug): retrying cannot help until the course changes
-        # upstream, and its next event marks it dirty again. Dead-letter it and settle the marks.
-        rt.debouncer.finish(ticket)
-        rt.debouncer.clear_failures(course_id)
-        return _dead_letter(rt, course_id, f"rebuild failed (not retryable): {exc}")
-    except Exception:
-        rt.debouncer.release(ticket)
         raise
     if backoff is not None:
         rt.debouncer.clear_failures(course_id)
@@ -145,44 +166,88 @@ def _rebuild_in_flight(rt: Any, course_id: str) -> RebuildOutcome:
     return cast(RebuildOutcome, rt.rebuilder.rebuild(course_id))
 
 
-def _dead_letter(rt: Any, course_id: str, reason: str) -> dict[str, Any]:
+def _dead_letter(rt: Any, course_id: str, reason: str, *, attempts: int = 1) -> None:
     rt.dlq.add(
         reason=reason,
         payload={"courseId": course_id},
         source="task",
         context={"task": TASK_REBUILD, "course_id": course_id},
+        attempts=attempts,
     )
     metrics.REBUILDS.labels("failed").inc()
     metrics.DEAD_LETTERS.labels("task").inc()
-    log.error("rebuild_failed", course_id=course_id, outcome="dead_lettered", reason=reason)
-    return {"outcome": "failed"}
-
-
-def _backoff_s(failures: int) -> float:
-    """0.5 s doubling per consecutive failure, capped at 60 s, with jitter down to half."""
-    return float(min(60.0, 0.5 * 2 ** max(0, failures - 1)) * random.uniform(0.5, 1.0))
 
 
 def _failed(rt: Any, course_id: str, exc: Exception) -> dict[str, Any]:
-    """Schedule the course's one retry; dead-letter once when failures reach MAX_RETRIES.
+    """Give the failure its verdict: retry after the course's backoff, dead-letter, or park.
 
-    Retries go on at the capped backoff after that, so the course heals by itself when OneRoster
-    is back; the dead letter tells a person it has been failing for a while.
+    Retryable failures keep retrying at the capped backoff after their one dead letter, so the
+    course heals by itself when OneRoster is back; the dead letter tells a person it has been
+    failing for a while. Unexpected ones are parked once the budget is spent.
     """
-    backoff = rt.debouncer.record_failure(course_id, _backoff_s)
-    if backoff.failures == MAX_RETRIES:
-        _dead_letter(rt, course_id, f"rebuild kept failing after {backoff.failures} tries: {exc}")
+    kind = classify(exc)
+    reason = describe(exc)
+    if is_wrong_type(exc):
+        repaired = rt.debouncer.repair(course_id)
+        if repaired:
+            log.warning("rebuild_keys_repaired", course_id=course_id, keys=repaired)
+    policy = rt.rebuild_failures
+    if kind is FailureKind.PERMANENT:
+        rt.debouncer.clear_failures(course_id)
+        if rt.debouncer.lease_holder(course_id) is None and rt.debouncer.is_dirty(course_id):
+            # Raised before the lease was taken: nothing settled the marks, so reconcile would
+            # requeue the course on every pass.
+            rt.debouncer.clear(course_id)
+        return _give_up(rt, course_id, kind, Verdict.DEAD_LETTER, failures=1, reason=reason)
+    backoff = rt.debouncer.record_failure(
+        course_id,
+        policy.backoff_s,
+        park=lambda n: policy.verdict(kind, n) is Verdict.PARK,
+    )
+    verdict = policy.verdict(kind, backoff.failures)
+    if verdict is Verdict.PARK:
+        return _give_up(rt, course_id, kind, verdict, failures=backoff.failures, reason=reason)
+    if verdict is Verdict.DEAD_LETTER_AND_RETRY:
+        _dead_letter(
+            rt,
+            course_id,
+            f"rebuild kept failing after {backoff.failures} tries: {reason}",
+            attempts=backoff.failures,
+        )
     metrics.REBUILDS.labels("retried").inc()
+    metrics.FAILURES.labels("rebuild", kind.value, verdict.value).inc()
     countdown = max(0.0, backoff.due - time.time())
     log.warning(
         "rebuild_retry",
         course_id=course_id,
         failures=backoff.failures,
         countdown_s=round(countdown, 2),
-        error=str(exc),
+        kind=kind.value,
+        outcome=verdict.value,
+        reason=reason,
     )
     enqueue_rebuild(course_id, countdown=countdown, retries=backoff.failures, trailing=False)
     return {"outcome": "retry", "failures": backoff.failures}
+
+
+def _give_up(
+    rt: Any, course_id: str, kind: FailureKind, verdict: Verdict, *, failures: int, reason: str
+) -> dict[str, Any]:
+    if verdict is Verdict.PARK:
+        why = f"rebuild parked after {failures} failures (retrying cannot fix it): {reason}"
+    else:
+        why = f"rebuild failed (not retryable): {reason}"
+    _dead_letter(rt, course_id, why, attempts=failures)
+    metrics.FAILURES.labels("rebuild", kind.value, verdict.value).inc()
+    log.error(
+        "rebuild_failed",
+        course_id=course_id,
+        failures=failures,
+        kind=kind.value,
+        outcome="parked" if verdict is Verdict.PARK else "dead_lettered",
+        reason=reason,
+    )
+    return {"outcome": "parked" if verdict is Verdict.PARK else "failed"}
 
 
 def reconcile_pass(
@@ -195,6 +260,7 @@ def reconcile_pass(
         rt.store,
         rt.changed_since,
         stuck_after_s=s.debounce_max_wait_s + s.rebuild_lease_ms / 1000,
+        retry_grace_s=RETRY_GRACE_S,
         drift_batch=drift_batch,
         cursor=cursor,
     )

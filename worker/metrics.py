@@ -21,6 +21,11 @@ REBUILD_DURATION = Histogram(
     "Wall time of one rebuild (upstream reads included)",
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
+FAILURES = Counter(
+    "cb_task_failures_total",
+    "Failed rebuilds and events by failure kind and the verdict they got",
+    ["task", "kind", "verdict"],
+)  # kind: retryable, permanent, unexpected; verdict: retry, dead_letter_and_retry, ...
 DEAD_LETTERS = Counter(
     "cb_dead_letters_total", "Entries written to the dead-letter store", ["source"]
 )

@@ -20,6 +20,7 @@ from core.oneroster.fetch import (
 )
 from core.oneroster.models import CourseRecords
 from core.pipeline.debounce import Debouncer
+from core.pipeline.failures import FailurePolicy
 from core.pipeline.intake import EventIntake
 from core.pipeline.rebuild import Rebuilder
 from core.settings import Settings, get_settings
@@ -37,6 +38,14 @@ class Runtime:
         return redis.Redis.from_url(
             self.settings.redis_url, health_check_interval=25, socket_keepalive=True
         )
+
+    @cached_property
+    def rebuild_failures(self) -> FailurePolicy:
+        return FailurePolicy(max_retries=self.settings.rebuild_max_retries)
+
+    @cached_property
+    def event_failures(self) -> FailurePolicy:
+        return FailurePolicy(max_retries=self.settings.event_max_retries)
 
     @cached_property
     def keys(self) -> Keys:
@@ -59,6 +68,7 @@ class Runtime:
             debounce_s=s.debounce_s,
             max_wait_s=s.debounce_max_wait_s,
             lease_ms=s.rebuild_lease_ms,
+            park_ttl_s=s.rebuild_park_ttl_s,
         )
 
     @cached_property

@@ -20,11 +20,13 @@ import redis
 
 from core.keys import Keys
 
-# KEYS: dirty, scheduled-flag, lease, window, dirty_set ; ARGV: course_id, now_ms, flag_ttl_ms,
-#       debounce_ms, max_wait_ms
+# KEYS: dirty, scheduled-flag, lease, window, dirty_set, failures ; ARGV: course_id, now_ms,
+#       flag_ttl_ms, debounce_ms, max_wait_ms
 # Returns the countdown in ms for a rebuild to enqueue, or -1 when one is already scheduled.
+# A parked course (its failures hash says so) gets a fresh retry budget: the event may be the fix.
 _NOTE_DIRTY = """
 local now = tonumber(ARGV[2])
+if redis.call('HEXISTS', KEYS[6], 'parked') == 1 then redis.call('DEL', KEYS[6]) end
 redis.call('HINCRBY', KEYS[1], 'seq', 1)
 redis.call('HSETNX', KEYS[1], 'first', now)
 redis.call('HSET', KEYS[1], 'last', now)
@@ -52,9 +54,12 @@ return countdown
 # for quiet, {0} when another rebuild holds the lease.
 _BEGIN = """
 local now = tonumber(ARGV[4])
+-- Read before any write: a damaged key fails the script before it takes the lease.
+local seq = redis.call('HGET', KEYS[4], 'seq') or '0'
+local first_text = redis.call('HGET', KEYS[4], 'first') or '0'
 if ARGV[5] == '1' then
   local last = tonumber(redis.call('HGET', KEYS[4], 'last') or '0')
-  local first = tonumber(redis.call('HGET', KEYS[4], 'first') or '0')
+  local first = tonumber(first_text)
   local quiet_for = now - last
   local debounce = tonumber(ARGV[3])
   if last > 0 and first > 0 and quiet_for < debounce then
@@ -69,11 +74,9 @@ end
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('DEL', KEYS[2])
   redis.call('SET', KEYS[3], '1', 'PX', ARGV[3])
-  local seq = redis.call('HGET', KEYS[4], 'seq') or '0'
-  local first = redis.call('HGET', KEYS[4], 'first') or '0'
   -- Every event so far is covered by this rebuild: the next one starts a new wait.
   redis.call('HDEL', KEYS[4], 'first')
-  return {1, seq, first}
+  return {1, seq, first_text}
 end
 -- Another rebuild runs: hand the trailing edge to it (its finish sees no flag and trails).
 redis.call('DEL', KEYS[2])
@@ -132,10 +135,15 @@ class Wait:
 
 @dataclass(frozen=True, slots=True)
 class Backoff:
-    """Consecutive failed rebuilds of a course and when its one pending retry is due."""
+    """Consecutive failed rebuilds of a course and when its one pending retry is due.
+
+    ``parked``: the retry budget is spent on failures retrying cannot fix; nothing is pending
+    until an event or a replay marks the course dirty again.
+    """
 
     failures: int
     due: float
+    parked: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -157,6 +165,7 @@ class Debouncer:
         debounce_s: float = 0.25,
         max_wait_s: float = 5.0,
         lease_ms: int = 60_000,
+        park_ttl_s: int = 7 * 86400,
     ) -> None:
         self._redis = redis_client
         self._keys = keys
@@ -165,6 +174,7 @@ class Debouncer:
         self.lease_ms = lease_ms
         # The flag outlives any normal wait so it never wedges: a lost task frees it by expiry.
         self.flag_ttl_ms = self.max_wait_ms * 4 + lease_ms
+        self.park_ttl_s = park_ttl_s
         self._note = redis_client.register_script(_NOTE_DIRTY)
         self._begin = redis_client.register_script(_BEGIN)
         self._finish = redis_client.register_script(_FINISH)
@@ -188,6 +198,7 @@ class Debouncer:
                 k.rebuild_lease(course_id),
                 k.rebuild_window(course_id),
                 k.dirty_set(),
+                k.rebuild_failures(course_id),
             ],
             args=[course_id, now_ms, self.flag_ttl_ms, self.debounce_ms, self.max_wait_ms],
         )
@@ -268,17 +279,31 @@ class Debouncer:
         return max(pttl, self.debounce_ms) / 1000.0
 
     def record_failure(
-        self, course_id: str, countdown_of: Callable[[int], float], *, now: float | None = None
+        self,
+        course_id: str,
+        countdown_of: Callable[[int], float],
+        *,
+        now: float | None = None,
+        park: Callable[[int], bool] | None = None,
     ) -> Backoff:
         """Count a failed rebuild and hold the course until its retry is due.
 
         The backoff belongs to the course, not to a message: events during the wait join the
         pending retry (the scheduled flag is held), so upstream load does not grow with them.
+        ``park(failures)`` true: no retry is held; the course waits for an event or a replay.
         """
         key = self._keys.rebuild_failures(course_id)
         failures = int(cast(Any, self._redis.hincrby(key, "count", 1)))
+        moment = time.time() if now is None else now
+        if park is not None and park(failures):
+            pipe = self._redis.pipeline(transaction=True)
+            pipe.hset(key, mapping={"due": repr(moment), "parked": repr(moment)})
+            pipe.expire(key, self.park_ttl_s)
+            pipe.delete(self._flag(course_id))
+            pipe.execute()
+            return Backoff(failures, moment, parked=True)
         countdown = countdown_of(failures)
-        due = (time.time() if now is None else now) + countdown
+        due = moment + countdown
         pipe = self._redis.pipeline(transaction=True)
         pipe.hset(key, "due", repr(due))
         pipe.expire(key, 3600)
@@ -287,13 +312,43 @@ class Debouncer:
         return Backoff(failures, due)
 
     def backoff(self, course_id: str) -> Backoff | None:
-        """The course's pending retry, if its last rebuild failed."""
+        """The course's pending retry (or its parking), if its last rebuild failed."""
         raw = cast(
-            list[Any], self._redis.hmget(self._keys.rebuild_failures(course_id), ["count", "due"])
+            list[Any],
+            self._redis.hmget(self._keys.rebuild_failures(course_id), ["count", "due", "parked"]),
         )
         if raw[0] is None:
             return None
-        return Backoff(int(raw[0]), float(raw[1] or 0))
+        return Backoff(int(raw[0]), float(raw[1] or 0), parked=raw[2] is not None)
+
+    def repair(self, course_id: str) -> list[str]:
+        """Delete the course's control keys that hold the wrong Redis type; their names.
+
+        They are bookkeeping, not data: after the repair the course is marked dirty again, so
+        the worst a damaged key costs is one extra rebuild.
+        """
+        k = self._keys
+        expected = {
+            k.dirty(course_id): b"hash",
+            self._flag(course_id): b"string",
+            k.rebuild_window(course_id): b"string",
+            k.rebuild_lease(course_id): b"string",
+            k.rebuild_failures(course_id): b"hash",
+            k.dirty_set(): b"zset",
+        }
+        pipe = self._redis.pipeline(transaction=False)
+        for key in expected:
+            pipe.type(key)
+        found = [t if isinstance(t, bytes) else str(t).encode() for t in pipe.execute()]
+        damaged = [
+            key
+            for (key, want), got in zip(expected.items(), found, strict=True)
+            if got not in (want, b"none")
+        ]
+        if damaged:
+            self._redis.delete(*damaged)
+            self.note_dirty(course_id)
+        return damaged
 
     def clear_failures(self, course_id: str) -> None:
         """A rebuild succeeded: the next failure starts the backoff from the beginning."""

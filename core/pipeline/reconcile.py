@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -23,6 +24,7 @@ class ReconcileReport:
     stuck: list[str] = field(default_factory=list)
     drifted: list[str] = field(default_factory=list)
     errors: list[str] = field(default_factory=list)
+    parked: list[str] = field(default_factory=list)
     probed: list[str] = field(default_factory=list)
     next_cursor: int = 0
 
@@ -40,17 +42,29 @@ def reconcile(
     stuck_after_s: float,
     drift_batch: int = 50,
     cursor: int = 0,
+    retry_grace_s: float = 30.0,
+    now: float | None = None,
 ) -> ReconcileReport:
     """Find courses to rebuild; the caller enqueues ``report.requeue``.
 
     Drift probes cost upstream requests, so each pass probes at most ``drift_batch`` courses,
-    resuming at ``cursor``; ``report.next_cursor`` is where the next pass starts.
+    resuming at ``cursor``; ``report.next_cursor`` is where the next pass starts. A course whose
+    retry is pending (until ``retry_grace_s`` past its due time) or that is parked is left alone.
     """
     report = ReconcileReport()
-    for course_id in debouncer.dirty_courses(older_than_s=stuck_after_s):
+    moment = time.time() if now is None else now
+    for course_id in debouncer.dirty_courses(older_than_s=stuck_after_s, now=moment):
         # A live rebuild holds the lease and will trail itself; an orphaned lease has lapsed.
-        if debouncer.lease_holder(course_id) is None:
-            report.stuck.append(course_id)
+        if debouncer.lease_holder(course_id) is not None:
+            continue
+        backoff = debouncer.backoff(course_id)
+        if backoff is not None and backoff.parked:
+            # Dead-lettered: an event or a replay brings it back, not every pass.
+            report.parked.append(course_id)
+            continue
+        if backoff is not None and moment < backoff.due + retry_grace_s:
+            continue  # its retry is pending; requeueing would only be coalesced
+        report.stuck.append(course_id)
     if changed_since is not None:
         everyone = sorted(store.all_course_ids())
         start = cursor % len(everyone) if everyone else 0
@@ -71,6 +85,7 @@ def reconcile(
         stuck=len(report.stuck),
         drifted=len(report.drifted),
         errors=len(report.errors),
+        parked=len(report.parked),
         outcome="requeue" if report.requeue else "clean",
     )
     return report

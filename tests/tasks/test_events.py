@@ -5,7 +5,9 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
+import orjson
 import pytest
+import redis
 from celery.exceptions import Retry
 
 from core.errors import OneRosterHTTPError, OneRosterUnavailable
@@ -77,3 +79,31 @@ def test_oversized_event_straight_from_the_broker_is_dead_lettered(world: TaskWo
     [entry] = world.rt.dlq.list()
     assert "too large" in entry.reason or "bytes" in entry.reason
     assert world.enqueued == []
+
+
+@pytest.mark.parametrize(
+    "error",
+    [redis.ResponseError("WRONGTYPE Operation against a key"), KeyError("courseId")],
+    ids=["wrongtype", "key-error"],
+)
+def test_an_unexpected_failure_is_retried_then_dead_lettered_not_lost(
+    monkeypatch: pytest.MonkeyPatch, world: TaskWorld, error: Exception
+) -> None:
+    def broken(_event: Any) -> Any:
+        raise error
+
+    monkeypatch.setattr(world.rt.intake, "handle", broken)
+    monkeypatch.setattr(handle_event, "retry", lambda **kw: Retry("retrying", kw["exc"]))
+    evt = envelope("course.updated", courseId="course-1")
+    with pytest.raises(Retry):
+        handle_event(evt)
+    assert world.rt.dlq.count() == 0
+    budget = world.rt.settings.event_max_retries
+    handle_event.push_request(retries=budget)
+    try:
+        assert handle_event(evt)["outcome"] == "failed"
+    finally:
+        handle_event.pop_request()
+    [letter] = world.rt.dlq.list()
+    assert letter.source == "task" and type(error).__name__ in letter.reason
+    assert orjson.loads(letter.payload_bytes())["id"] == evt["id"]  # replayable as it came

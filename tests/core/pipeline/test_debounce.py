@@ -160,3 +160,35 @@ def test_leading_rebuild_never_waits(fake_redis: fakeredis.FakeRedis, keys: Keys
     d = make(fake_redis, keys)
     d.note_dirty("c1", now=100.0)
     assert isinstance(d.begin("c1", trailing=False, now=100.0), RebuildTicket)
+
+
+def test_a_parked_course_holds_no_retry_and_an_event_gives_it_a_fresh_budget(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    d = make(fake_redis, keys)
+    d.note_dirty("c1")
+    first = d.record_failure("c1", lambda _n: 5.0, park=lambda n: n >= 2)
+    assert not first.parked
+    assert d.note_dirty("c1") is None  # joins the pending retry
+    parked = d.record_failure("c1", lambda _n: 5.0, park=lambda n: n >= 2)
+    assert parked.parked and parked.failures == 2
+    backoff = d.backoff("c1")
+    assert backoff is not None and backoff.parked
+    assert fake_redis.ttl(keys.rebuild_failures("c1")) > 86400  # outlives reconcile passes
+    # An event is new information: it schedules a rebuild and the budget starts again.
+    assert d.note_dirty("c1") == 0.0
+    assert d.backoff("c1") is None
+
+
+def test_repair_deletes_only_control_keys_of_the_wrong_type(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    d = make(fake_redis, keys)
+    fake_redis.set(keys.dirty("c1"), b"garbage")
+    fake_redis.sadd(keys.rebuild_failures("c1"), b"x")
+    fake_redis.set(keys.rebuild_lease("c1"), b"token")
+    repaired = d.repair("c1")
+    assert sorted(repaired) == sorted([keys.dirty("c1"), keys.rebuild_failures("c1")])
+    assert fake_redis.get(keys.rebuild_lease("c1")) == b"token"
+    assert d.is_dirty("c1")  # marked again, so the course is rebuilt
+    assert d.repair("c1") == []

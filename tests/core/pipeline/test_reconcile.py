@@ -82,3 +82,22 @@ def test_an_upstream_failure_is_reported_not_raised(
 
     report = reconcile(Debouncer(fake_redis, keys), store, down, stuck_after_s=10)
     assert report.errors == ["a"] and report.requeue == []
+
+
+def test_reconcile_leaves_backing_off_and_parked_courses_alone(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    store = built(fake_redis, keys)
+    debouncer = Debouncer(fake_redis, keys)
+    for course_id in ("waiting", "parked", "overdue"):
+        debouncer.note_dirty(course_id, now=100.0)
+    debouncer.record_failure("waiting", lambda _n: 60.0, now=1000.0)
+    debouncer.record_failure("parked", lambda _n: 60.0, now=1000.0, park=lambda _n: True)
+    debouncer.record_failure("overdue", lambda _n: 1.0, now=1000.0)
+    report = reconcile(debouncer, store, None, stuck_after_s=10, retry_grace_s=30, now=1040.0)
+    assert report.stuck == ["overdue"]  # its retry message was lost: take over
+    assert report.parked == ["parked"]
+    # Passes later, the parked course is still not requeued; the waiting one's retry is late.
+    report = reconcile(debouncer, store, None, stuck_after_s=10, retry_grace_s=30, now=5000.0)
+    assert sorted(report.stuck) == ["overdue", "waiting"]
+    assert report.parked == ["parked"]
