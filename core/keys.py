@@ -111,6 +111,19 @@ class Keys:
         """Sorted set: dead-letter ids by arrival time."""
         return f"{self.prefix}dlq:order"
 
+    # --- the durable schedule (hash tag {sched:N} per shard) --------------------------------
+    def schedule_due(self, shard: int) -> str:
+        """Sorted set: entry id -> due time (ms) of delayed work not yet claimed."""
+        return f"{self.prefix}{{sched:{shard}}}:due"
+
+    def schedule_claims(self, shard: int) -> str:
+        """Sorted set: entry id -> claim lease expiry (ms) of entries being enqueued."""
+        return f"{self.prefix}{{sched:{shard}}}:claims"
+
+    def schedule_payload(self, shard: int) -> str:
+        """Hash: entry id -> JSON of the task to enqueue (name, args, kwargs, queue)."""
+        return f"{self.prefix}{{sched:{shard}}}:payload"
+
     # --- pub/sub ------------------------------------------------------------------------------
     def swaps_channel(self) -> str:
         """Channel: ``{courseId, generation}`` published on every bundle swap or delete."""

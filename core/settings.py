@@ -63,6 +63,11 @@ class Settings(BaseSettings):
     rebuild_max_retries: int = 8
     rebuild_park_ttl_s: int = 7 * 24 * 3600
     event_max_retries: int = 6
+    # The durable schedule of delayed work (core/pipeline/schedule.py, docs/celery.md).
+    schedule_shards: int = 8
+    schedule_tick_s: float = 0.05  # each worker's claim loop; bounds the schedule's lag
+    schedule_claim_limit: int = 200  # entries claimed per shard per loop
+    schedule_claim_lease_ms: int = 15_000  # a claimer killed before enqueueing gives back then
     reconcile_period_s: float = 60.0
     reconcile_drift_batch: int = 50  # courses probed for unseen upstream changes per pass
     event_dedupe_ttl_s: int = 24 * 3600
@@ -71,7 +76,7 @@ class Settings(BaseSettings):
 
     task_soft_time_limit_s: int = 120
     task_time_limit_s: int = 150
-    broker_visibility_timeout_s: int = 300
+    broker_visibility_timeout_s: int = 180  # past the hard time limit: crashed workers only
 
     attempt_state_ttl_s: int = 7 * 24 * 3600
     attempt_pointer_template: str = "assess:active:{userId}:{resourceId}"

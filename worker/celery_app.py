@@ -8,7 +8,8 @@ import sys
 import tempfile
 from typing import Any
 
-from celery import Celery
+import redis
+from celery import Celery, bootsteps
 from celery.signals import setup_logging, worker_init, worker_process_shutdown, worker_shutdown
 from kombu.entity import Exchange, Queue
 
@@ -111,7 +112,46 @@ def create_app(settings: Settings | None = None) -> Celery:
     return celery_app
 
 
+class ScheduleStep(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Runs this worker's schedule loop (worker/scheduler.py) in its main process."""
+
+    requires = {"celery.worker.components:Pool"}
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        self.loop: Any = None
+
+    def start(self, parent: Any) -> None:
+        from core.keys import Keys  # noqa: PLC0415 - the worker process only
+        from core.pipeline.schedule import Schedule  # noqa: PLC0415
+        from worker.scheduler import ScheduleLoop  # noqa: PLC0415
+
+        settings = get_settings()
+        schedule = Schedule(
+            redis.Redis.from_url(settings.redis_url, socket_timeout=10, socket_connect_timeout=5),
+            Keys(prefix=settings.key_prefix),
+            shards=settings.schedule_shards,
+            claim_lease_ms=settings.schedule_claim_lease_ms,
+        )
+        celery_app = parent.app
+
+        def send(entry: Any) -> None:
+            celery_app.send_task(
+                entry.task, args=entry.args, kwargs=entry.kwargs, queue=entry.queue
+            )
+
+        self.loop = ScheduleLoop(
+            schedule, send, tick_s=settings.schedule_tick_s, limit=settings.schedule_claim_limit
+        )
+        self.loop.start()
+
+    def stop(self, parent: Any) -> None:
+        if self.loop is not None:
+            self.loop.stop()
+
+
 app = create_app()
+app.steps["worker"].add(ScheduleStep)
 
 
 @setup_logging.connect

@@ -23,6 +23,7 @@ from core.pipeline.debounce import Debouncer
 from core.pipeline.failures import FailurePolicy
 from core.pipeline.intake import EventIntake
 from core.pipeline.rebuild import Rebuilder
+from core.pipeline.schedule import Schedule
 from core.settings import Settings, get_settings
 from core.singleflight.distributed import DistributedFlight
 
@@ -69,6 +70,16 @@ class Runtime:
             max_wait_s=s.debounce_max_wait_s,
             lease_ms=s.rebuild_lease_ms,
             park_ttl_s=s.rebuild_park_ttl_s,
+        )
+
+    @cached_property
+    def schedule(self) -> Schedule:
+        s = self.settings
+        return Schedule(
+            self.redis,
+            self.keys,
+            shards=s.schedule_shards,
+            claim_lease_ms=s.schedule_claim_lease_ms,
         )
 
     @cached_property

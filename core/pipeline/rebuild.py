@@ -11,9 +11,11 @@ from typing import Any, Literal
 from core.bundle.builder import build_bundle
 from core.bundle.codec import encode_bundle
 from core.bundle.store import BundleStore
-from core.errors import CourseNotFound
+from core.errors import CourseNotFound, FlightFailed
+from core.keys import Keys
 from core.logging import get_logger
 from core.oneroster.models import CourseRecords
+from core.singleflight.distributed import DistributedFlight
 
 log = get_logger(__name__)
 
@@ -120,3 +122,22 @@ class Rebuilder:
             lessons=totals["lessons"],
             resources=totals["resources"],
         )
+
+
+def rebuild_in_flight(
+    flight: DistributedFlight, keys: Keys, rebuilder: Rebuilder, course_id: str
+) -> RebuildOutcome:
+    """Rebuild as the leader of the course's build flight, so an API miss joins us.
+
+    A flight led by someone else (an API miss) may have read OneRoster before this event's change,
+    so its outcome is not trusted: we rebuild again after it, fenced as always.
+    """
+    name = keys.bundle_flight_name(course_id)
+    try:
+        flown = flight.run(name, lambda _lease: rebuilder.rebuild(course_id).as_dict())
+    except FlightFailed:
+        # We joined someone else's build and it failed; ours may still succeed.
+        return rebuilder.rebuild(course_id)
+    if flown.led:
+        return RebuildOutcome(**flown.value)
+    return rebuilder.rebuild(course_id)

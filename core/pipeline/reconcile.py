@@ -43,13 +43,16 @@ def reconcile(
     drift_batch: int = 50,
     cursor: int = 0,
     retry_grace_s: float = 30.0,
+    scheduled: Callable[[str], float | None] | None = None,
     now: float | None = None,
 ) -> ReconcileReport:
     """Find courses to rebuild; the caller enqueues ``report.requeue``.
 
     Drift probes cost upstream requests, so each pass probes at most ``drift_batch`` courses,
-    resuming at ``cursor``; ``report.next_cursor`` is where the next pass starts. A course whose
-    retry is pending (until ``retry_grace_s`` past its due time) or that is parked is left alone.
+    resuming at ``cursor``; ``report.next_cursor`` is where the next pass starts. A course is left
+    alone while its retry is pending (until ``retry_grace_s`` past its due time), while its delayed
+    rebuild waits on the schedule (``scheduled`` gives its due time), or while it is parked; a
+    course dirty with neither (the schedule was lost, a message dropped) is requeued.
     """
     report = ReconcileReport()
     moment = time.time() if now is None else now
@@ -64,6 +67,9 @@ def reconcile(
             continue
         if backoff is not None and moment < backoff.due + retry_grace_s:
             continue  # its retry is pending; requeueing would only be coalesced
+        due = scheduled(course_id) if scheduled is not None else None
+        if due is not None and moment < due + retry_grace_s:
+            continue  # a delayed rebuild waits on the durable schedule
         report.stuck.append(course_id)
     if changed_since is not None:
         everyone = sorted(store.all_course_ids())

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
+import time
 import uuid
 from typing import Any
 
 import orjson
 import pytest
 import redis
-from celery.exceptions import Retry
 
 from core.errors import OneRosterHTTPError, OneRosterUnavailable
 from tasks.events import handle_event
@@ -49,15 +49,22 @@ def test_invalid_envelope_is_dead_lettered_not_retried(world: TaskWorld) -> None
     assert world.enqueued == []
 
 
-def test_upstream_outage_is_retried(monkeypatch: pytest.MonkeyPatch, world: TaskWorld) -> None:
+def test_upstream_outage_is_retried_from_the_durable_schedule(
+    monkeypatch: pytest.MonkeyPatch, world: TaskWorld
+) -> None:
     def down(_rid: str) -> list[str]:
         raise OneRosterUnavailable("down", resource_id="res-1")
 
     monkeypatch.setattr(world.rt.intake, "_upstream", down)
-    monkeypatch.setattr(handle_event, "retry", lambda **kw: Retry("retrying", kw["exc"]))
-    with pytest.raises(Retry):
-        handle_event(envelope("resource.updated"))
+    evt = envelope("resource.updated")
+    before = time.time()
+    assert handle_event(evt)["outcome"] == "retry"
     assert world.rt.dlq.count() == 0
+    due = world.rt.schedule.due_at(f"event:{evt['id']}")
+    assert due is not None and due > before  # nothing waits in a worker or on the broker
+    [entry] = world.rt.schedule.claim(limit=10, now=due + 1)
+    assert entry.task == "course_bundles.handle_event" and entry.queue == "events"
+    assert entry.args == [evt] and entry.kwargs == {"attempt": 1}
 
 
 def test_permanent_upstream_error_is_dead_lettered_at_once(
@@ -93,17 +100,11 @@ def test_an_unexpected_failure_is_retried_then_dead_lettered_not_lost(
         raise error
 
     monkeypatch.setattr(world.rt.intake, "handle", broken)
-    monkeypatch.setattr(handle_event, "retry", lambda **kw: Retry("retrying", kw["exc"]))
     evt = envelope("course.updated", courseId="course-1")
-    with pytest.raises(Retry):
-        handle_event(evt)
+    assert handle_event(evt)["outcome"] == "retry"
     assert world.rt.dlq.count() == 0
     budget = world.rt.settings.event_max_retries
-    handle_event.push_request(retries=budget)
-    try:
-        assert handle_event(evt)["outcome"] == "failed"
-    finally:
-        handle_event.pop_request()
+    assert handle_event(evt, attempt=budget)["outcome"] == "failed"
     [letter] = world.rt.dlq.list()
     assert letter.source == "task" and type(error).__name__ in letter.reason
     assert orjson.loads(letter.payload_bytes())["id"] == evt["id"]  # replayable as it came

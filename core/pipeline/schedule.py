@@ -1,0 +1,168 @@
+"""The durable schedule of delayed work: "run task T with these arguments at time D", in Redis.
+
+Delayed rebuilds and retries used to be broker messages with a countdown, held unacknowledged in
+a worker's memory until due. Here they are entries of a sorted set scored by due time, sharded by
+hash tag (``{sched:N}``) so that every script touches one slot of a Redis Cluster. Each worker's
+scheduler loop claims due entries (one claimer per entry, by script) and enqueues them as
+ordinary, immediate task messages; a claim is a lease, so a claimer killed before it enqueued
+gives the entry back. An entry id names the work (``rebuild:COURSE``), so one course has at most
+one pending rebuild.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from importlib import resources
+from typing import Any, cast
+
+import orjson
+import redis
+
+from core.keys import Keys
+from core.logging import get_logger
+
+log = get_logger(__name__)
+
+
+def _lua(name: str) -> str:
+    return resources.files("core.pipeline").joinpath("lua", f"{name}.lua").read_text("utf-8")
+
+
+@dataclass(frozen=True, slots=True)
+class DueEntry:
+    """One claimed entry: what to enqueue, when it was due, and the payload as claimed."""
+
+    entry_id: str
+    task: str
+    args: list[Any]
+    kwargs: dict[str, Any]
+    queue: str
+    due: float
+    raw: bytes = field(repr=False)
+
+
+class Schedule:
+    """Put, claim, acknowledge and cancel entries of the durable schedule."""
+
+    def __init__(
+        self,
+        redis_client: redis.Redis,
+        keys: Keys,
+        *,
+        shards: int = 8,
+        claim_lease_ms: int = 15_000,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._redis = redis_client
+        self._keys = keys
+        self.shards = max(1, shards)
+        self.claim_lease_ms = claim_lease_ms
+        self._clock = clock
+        self._put = redis_client.register_script(_lua("schedule_put"))
+        self._claim = redis_client.register_script(_lua("schedule_claim"))
+        self._ack = redis_client.register_script(_lua("schedule_ack"))
+
+    def shard_of(self, entry_id: str) -> int:
+        """The shard an entry lives in (stable: crc32 of its id)."""
+        return zlib.crc32(entry_id.encode()) % self.shards
+
+    def _shard_keys(self, shard: int) -> list[str]:
+        k = self._keys
+        return [k.schedule_due(shard), k.schedule_claims(shard), k.schedule_payload(shard)]
+
+    def put(
+        self,
+        entry_id: str,
+        task: str,
+        *,
+        due: float,
+        args: Sequence[Any] = (),
+        kwargs: dict[str, Any] | None = None,
+        queue: str,
+    ) -> None:
+        """Schedule ``task(*args, **kwargs)`` on ``queue`` at ``due`` (epoch seconds)."""
+        payload = orjson.dumps(
+            {"task": task, "args": list(args), "kwargs": kwargs or {}, "q": queue}
+        )
+        due_key, _, payload_key = self._shard_keys(self.shard_of(entry_id))
+        self._put(keys=[due_key, payload_key], args=[entry_id, int(due * 1000), payload])
+
+    def claim(
+        self, shards: Sequence[int] | None = None, *, limit: int = 100, now: float | None = None
+    ) -> list[DueEntry]:
+        """Claim every due entry (up to ``limit`` per shard) of the given shards, one round trip."""
+        now_ms = int((self._clock() if now is None else now) * 1000)
+        chosen = range(self.shards) if shards is None else shards
+        pipe = self._redis.pipeline(transaction=False)
+        for shard in chosen:
+            self._claim(
+                keys=self._shard_keys(shard), args=[now_ms, self.claim_lease_ms, limit], client=pipe
+            )
+        claimed: list[DueEntry] = []
+        for flat in cast(list[list[bytes]], pipe.execute()):
+            for i in range(0, len(flat), 3):
+                entry = _decode(flat[i], flat[i + 1], flat[i + 2])
+                if entry is None:
+                    # Nothing can run it; left claimed it would come back on every lease lapse.
+                    log.error(
+                        "schedule_entry_undecodable", entry_id=_text(flat[i]), outcome="dropped"
+                    )
+                    self.cancel(_text(flat[i]))
+                else:
+                    claimed.append(entry)
+        return claimed
+
+    def ack(self, entry: DueEntry) -> None:
+        """The entry's task message is on the broker: forget the entry (unless it was re-put)."""
+        self._ack(
+            keys=self._shard_keys(self.shard_of(entry.entry_id)), args=[entry.entry_id, entry.raw]
+        )
+
+    def cancel(self, entry_id: str) -> None:
+        """Drop a pending entry (its work is no longer wanted)."""
+        due_key, claims_key, payload_key = self._shard_keys(self.shard_of(entry_id))
+        pipe = self._redis.pipeline(transaction=True)
+        pipe.zrem(due_key, entry_id)
+        pipe.zrem(claims_key, entry_id)
+        pipe.hdel(payload_key, entry_id)
+        pipe.execute()
+
+    def due_at(self, entry_id: str) -> float | None:
+        """When the entry is due (epoch seconds), or None if nothing is pending under that id."""
+        due_key, claims_key, _ = self._shard_keys(self.shard_of(entry_id))
+        score = self._redis.zscore(due_key, entry_id)
+        if score is None:
+            score = self._redis.zscore(claims_key, entry_id)
+        return None if score is None else float(cast(float, score)) / 1000.0
+
+    def size(self) -> int:
+        """Entries waiting or claimed, over every shard."""
+        pipe = self._redis.pipeline(transaction=False)
+        for shard in range(self.shards):
+            due_key, claims_key, _ = self._shard_keys(shard)
+            pipe.zcard(due_key)
+            pipe.zcard(claims_key)
+        return sum(int(n) for n in pipe.execute())
+
+
+def _decode(entry_id: bytes, due_ms: bytes, raw: bytes) -> DueEntry | None:
+    try:
+        doc = orjson.loads(raw)
+        return DueEntry(
+            entry_id=entry_id.decode(),
+            task=str(doc["task"]),
+            args=list(doc["args"]),
+            kwargs=dict(doc["kwargs"]),
+            queue=str(doc["q"]),
+            due=float(due_ms) / 1000.0,
+            raw=raw,
+        )
+    except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+        return None
+
+
+def _text(value: bytes) -> str:
+    return value.decode("utf-8", "replace")
