@@ -14,6 +14,7 @@ and dead-letter the rest at once. (R) marks the retryable ones.
     |   +-- OneRosterProtocolError        an answer we cannot parse
     +-- BundleError
     |   +-- CourseNotFound, StaleWrite, LookupMiss, AmbiguousRedirect
+    |   +-- BundleTooLarge                the encoded bundle is above CB_BUNDLE_MAX_BYTES
     +-- FlightError
     |   +-- FlightTimeout             (R) a waiter's deadline passed
     |   +-- FlightFailed                  the leader failed (its error as text)
@@ -21,6 +22,7 @@ and dead-letter the rest at once. (R) marks the retryable ones.
     +-- EventError
     |   +-- InvalidEvent                  breaks the contract (reasons say how)
     |   +-- BrokerUnavailable         (R)
+    |   +-- FanoutTooLarge                a resource event names more courses than allowed
     +-- AttemptError
         +-- NoActiveAttempt, AttemptConflict
 """
@@ -113,6 +115,15 @@ class AmbiguousRedirect(BundleError):
         self.candidates = candidates
 
 
+class BundleTooLarge(BundleError):
+    """The course's bundle encodes to more bytes than the cap; it is refused, not stored."""
+
+    def __init__(self, message: str, *, size: int, limit: int, **context: Any) -> None:
+        super().__init__(message, size=size, limit=limit, **context)
+        self.size = size
+        self.limit = limit
+
+
 # --- single-flight -------------------------------------------------------------------------
 class FlightError(BundlesError):
     """A single-flight wait failed."""
@@ -151,6 +162,10 @@ class BrokerUnavailable(EventError):
     """The broker did not take the events; nothing was half-accepted."""
 
     retryable = True
+
+
+class FanoutTooLarge(EventError):
+    """A resource event would rebuild more courses than ``CB_RESOURCE_FANOUT_MAX``."""
 
 
 # --- attempts --------------------------------------------------------------------------------

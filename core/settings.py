@@ -83,7 +83,12 @@ class Settings(BaseSettings):
     attempt_state_template: str = "assess:state:{userId}:{resourceId}:{attemptNumber}"
     attempt_index_template: str = "assess:attempts:{userId}:{resourceId}"
     attempt_hwm_template: str = "assess:hwm:{userId}:{resourceId}"
-    attempt_scan_limit: int = 1000
+
+    # --- ids and sizes (docs/events.md "Resource fan-out", docs/bundle.md "Size bounds").
+    # Real data needs far less: a resource sits in a handful of courses, the ~500-resource
+    # course encodes to about 0.2 MB.
+    resource_fanout_max: int = 500  # courses one resource event may mark dirty
+    bundle_max_bytes: int = 32 * 1024 * 1024  # encoded JSON of one bundle
 
     worker_metrics_port: int = 9808  # the worker's Prometheus exporter; 0 turns it off
     worker_metrics_host: str = "127.0.0.1"

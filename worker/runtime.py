@@ -9,6 +9,7 @@ from functools import cached_property
 
 import redis
 
+from core.bundle.limits import BundleLimits
 from core.bundle.store import BundleStore
 from core.events.dlq import DeadLetters
 from core.keys import Keys
@@ -95,7 +96,7 @@ class Runtime:
 
     @cached_property
     def rebuilder(self) -> Rebuilder:
-        return Rebuilder(self.store, self.fetch)
+        return Rebuilder(self.store, self.fetch, limits=BundleLimits.from_settings(self.settings))
 
     @cached_property
     def intake(self) -> EventIntake:
@@ -106,6 +107,7 @@ class Runtime:
             self.debouncer,
             resource_courses_upstream=lambda rid: courses_linking_resource(self.oneroster, rid),
             dedupe_ttl_s=self.settings.event_dedupe_ttl_s,
+            fanout_max=self.settings.resource_fanout_max,
         )
 
     def changed_since(self, course_id: str, since: dt.datetime) -> bool:

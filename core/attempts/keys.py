@@ -3,7 +3,8 @@
 A template names its parts with ``{userId}``, ``{resourceId}`` and ``{attemptNumber}``; those three
 placeholders are replaced and every other brace is left as written, so a template can carry a Redis
 Cluster hash tag: ``assess:active:{u:{userId}:{resourceId}}`` gives ``assess:active:{u:U:R}``.
-The defaults are the key names the web tier already uses.
+The defaults are the key names the web tier already uses. Ids cannot contain ``:``: with it,
+learner ``a:b`` on resource ``c`` and learner ``a`` on resource ``b:c`` would share every key.
 """
 
 from __future__ import annotations
@@ -26,9 +27,9 @@ DEFAULT_STATE_TEMPLATE = "assess:state:{userId}:{resourceId}:{attemptNumber}"
 DEFAULT_INDEX_TEMPLATE = "assess:attempts:{userId}:{resourceId}"
 DEFAULT_HWM_TEMPLATE = "assess:hwm:{userId}:{resourceId}"
 
-_ID = re.compile(r"[A-Za-z0-9:._-]{1,200}")
+# The OneRoster filter allow-list minus ``:``, the separator of the default templates.
+_ID = re.compile(r"[A-Za-z0-9._-]{1,200}")
 _PLACEHOLDER = re.compile(r"\{(userId|resourceId|attemptNumber)\}")
-_GLOB_SPECIAL = re.compile(r"([*?\[\]\\])")
 
 
 class InvalidAttemptId(AttemptError, ValueError):
@@ -36,11 +37,14 @@ class InvalidAttemptId(AttemptError, ValueError):
 
 
 def check_id(value: str, *, field: str) -> str:
-    """``value`` if it matches the id allow-list (the one OneRoster filters use), else raise."""
+    """``value`` if it can name an attempt (the OneRoster filter allow-list without ``:``)."""
     if not isinstance(value, str) or _ID.fullmatch(value) is None:
-        raise InvalidAttemptId(
-            "id outside ^[A-Za-z0-9:._-]{1,200}$", field=field, value=str(value)[:40]
+        reason = (
+            "attempt ids cannot contain ':' (two identities would share one key)"
+            if isinstance(value, str) and ":" in value
+            else "id outside ^[A-Za-z0-9._-]{1,200}$"
         )
+        raise InvalidAttemptId(reason, field=field, value=str(value)[:40])
     return value
 
 
@@ -53,10 +57,6 @@ def check_attempt(value: int) -> int:
 
 def _render(template: str, values: dict[str, str]) -> str:
     return _PLACEHOLDER.sub(lambda m: values[m.group(1)], template)
-
-
-def _glob_escape(text: str) -> str:
-    return _GLOB_SPECIAL.sub(r"\\\1", text)
 
 
 def _check_template(name: str, template: str, *, with_attempt: bool) -> None:
@@ -118,28 +118,6 @@ class AttemptKeys:
     def hwm(self, user_id: str, resource_id: str) -> str:
         """String: the highest attempt number ever handed out or saved (the high-water mark)."""
         return _render(self.hwm_template, _ids(user_id, resource_id))
-
-    def state_scan_pattern(self, user_id: str, resource_id: str) -> str:
-        """SCAN ``MATCH`` pattern for every state key of one learner and resource."""
-        values = _ids(user_id, resource_id)
-        parts = self.state_template.split(ATTEMPT)
-        return "*".join(_glob_escape(_render(part, values)) for part in parts)
-
-    def attempt_of_state_key(self, user_id: str, resource_id: str, key: str | bytes) -> int | None:
-        """The attempt number a state key names, or None when the key is not one of theirs.
-
-        A ``*`` in a scan pattern also matches keys of ids that extend these (``r`` vs ``r:x``);
-        this exact match tells them apart.
-        """
-        text = key.decode() if isinstance(key, bytes) else key
-        values = _ids(user_id, resource_id)
-        prefix, suffix = (_render(part, values) for part in self.state_template.split(ATTEMPT))
-        if not (text.startswith(prefix) and text.endswith(suffix)):
-            return None
-        number = text[len(prefix) : len(text) - len(suffix)]
-        if not number.isascii() or not number.isdigit() or number.startswith("0"):
-            return None
-        return int(number)
 
 
 def _ids(user_id: str, resource_id: str) -> dict[str, str]:

@@ -62,13 +62,11 @@ class AttemptService:
         derive: Callable[[str, str], int],
         once: OnceRunner | None = None,
         ttl_s: int,
-        scan_limit: int = 1000,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._derive = derive
         self._once = once
-        self._scan_limit = scan_limit
         self._pointers = AttemptPointers(redis, keys, ttl_s=ttl_s)
 
     def active(self, user_id: str, resource_id: str) -> Attempt:
@@ -148,12 +146,7 @@ class AttemptService:
         # States below the hwm belong to attempts superseded by a later one: never resumed.
         floor = max(self._pointers.high_water_mark(user_id, resource_id), 1)
         number = latest_cached_attempt(
-            self._redis,
-            self._keys,
-            user_id,
-            resource_id,
-            scan_limit=self._scan_limit,
-            at_least=floor,
+            self._redis, self._keys, user_id, resource_id, at_least=floor
         )
         if number is None:
             return None

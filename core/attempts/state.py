@@ -2,7 +2,8 @@
 
 The web tier owns the state's content; this module only writes it for Python callers, always
 together with the index (sorted set, member = score = attempt number) and the high-water mark.
-State keys written without the index (older web-tier code) are found by a bounded SCAN instead.
+State keys written without the index (older web-tier code) are found by exact ``EXISTS`` probes
+of the attempt numbers from the high-water mark up: attempt numbers are small integers.
 """
 
 from __future__ import annotations
@@ -14,14 +15,13 @@ from redis import Redis
 
 from core.attempts.keys import AttemptKeys, check_attempt
 from core.attempts.pointers import as_attempt
-from core.logging import get_logger
-
-log = get_logger(__name__)
 
 _SAVE = resources.files(__package__).joinpath("state_save.lua").read_text()
 
 INDEX_CHECK_LIMIT = 100  # newest index members checked for a live state key
-SCAN_BATCH = 500
+# Attempt numbers probed from the floor up for state keys written without the index; a learner
+# makes a handful of attempts per resource, and the hwm keeps the floor at the current one.
+PROBE_WINDOW = 100
 
 
 def save_state(  # noqa: PLR0917 - positional order is the published API
@@ -80,20 +80,25 @@ def latest_cached_attempt(
     user_id: str,
     resource_id: str,
     *,
-    scan_limit: int = 1000,
     at_least: int = 1,
 ) -> int | None:
     """The highest attempt number ``>= at_least`` whose state is cached, or None.
 
-    The index answers first (members whose state is gone are pruned on the way); only when it
-    names no live state does a SCAN look for state keys, stopping after ``scan_limit`` keys.
+    Exact, and without SCAN: the index names the attempts saved through it (members whose state
+    is gone are pruned on the way), and one pipeline of ``EXISTS`` probes covers the state keys
+    written without it, attempts ``at_least`` to ``at_least + PROBE_WINDOW - 1``. Every key
+    named is one of this learner's and resource's, so a cluster hash tag keeps them in one slot.
     """
-    found = _from_index(redis, keys, user_id, resource_id, at_least)
-    if found is None and scan_limit > 0:
-        found = _from_scan(
-            redis, keys, user_id, resource_id, at_least=at_least, scan_limit=scan_limit
+    at_least = check_attempt(at_least)
+    found = [
+        number
+        for number in (
+            _from_index(redis, keys, user_id, resource_id, at_least),
+            _from_probes(redis, keys, user_id, resource_id, at_least),
         )
-    return found
+        if number is not None
+    ]
+    return max(found, default=None)
 
 
 def _from_index(
@@ -108,10 +113,7 @@ def _from_index(
         return None
     parsed = [(member, as_attempt(member)) for member in members]
     valid = [(member, number) for member, number in parsed if number is not None]
-    pipe = redis.pipeline(transaction=False)
-    for _, number in valid:
-        pipe.exists(keys.state(user_id, resource_id, number))
-    alive = [bool(ok) for ok in pipe.execute()] if valid else []
+    alive = _exists(redis, keys, user_id, resource_id, [number for _, number in valid])
     dead = [member for member, number in parsed if number is None]
     dead += [member for (member, _), ok in zip(valid, alive, strict=True) if not ok]
     if dead:
@@ -119,35 +121,21 @@ def _from_index(
     return next((number for (_, number), ok in zip(valid, alive, strict=True) if ok), None)
 
 
-def _from_scan(
-    redis: Redis,
-    keys: AttemptKeys,
-    user_id: str,
-    resource_id: str,
-    *,
-    at_least: int,
-    scan_limit: int,
+def _from_probes(
+    redis: Redis, keys: AttemptKeys, user_id: str, resource_id: str, at_least: int
 ) -> int | None:
-    pattern = keys.state_scan_pattern(user_id, resource_id)
-    best: int | None = None
-    cursor, examined = 0, 0
-    while True:
-        count = min(SCAN_BATCH, scan_limit - examined)
-        cursor, batch = cast(
-            tuple[int, list[bytes]], redis.scan(cursor=cursor, match=pattern, count=count)
-        )
-        examined += count
-        for key in batch:
-            number = keys.attempt_of_state_key(user_id, resource_id, key)
-            if number is not None and number >= at_least and (best is None or number > best):
-                best = number
-        if int(cursor) == 0:
-            return best
-        if examined >= scan_limit:
-            log.warning(
-                "attempt_state_scan_truncated",
-                resource_id=resource_id,
-                scan_limit=scan_limit,
-                found=best,
-            )
-            return best
+    numbers = list(range(at_least, at_least + PROBE_WINDOW))
+    alive = _exists(redis, keys, user_id, resource_id, numbers)
+    return max((n for n, ok in zip(numbers, alive, strict=True) if ok), default=None)
+
+
+def _exists(
+    redis: Redis, keys: AttemptKeys, user_id: str, resource_id: str, numbers: list[int]
+) -> list[bool]:
+    """Whether each attempt's state key exists: single-key ``EXISTS`` in one round trip."""
+    if not numbers:
+        return []
+    pipe = redis.pipeline(transaction=False)
+    for number in numbers:
+        pipe.exists(keys.state(user_id, resource_id, number))
+    return [bool(ok) for ok in pipe.execute()]

@@ -1,7 +1,9 @@
 """Build a course's bundle document from its OneRoster records.
 
 A pure function of its inputs (time and generation passed in). Bad records never crash the build:
-each active record that cannot be placed is left out, counted in ``skipped`` and logged once.
+each active record that cannot be placed (bad metadata, an id outside the id rule, a field over
+its size bound) is left out, counted in ``skipped`` and logged once; a whole bundle over its
+byte cap is refused.
 The hot path works on plain dicts grouped by parent; docs/bundle.md states every rule.
 """
 
@@ -12,10 +14,14 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from operator import itemgetter
 
+import orjson
+
 from core.bundle.kinds import ResourceFacts, read_resource
+from core.bundle.limits import DEFAULT_LIMITS, BundleLimits
 from core.bundle.model import SCHEMA_VERSION, BundleDoc, LessonEntry, ResourceEntry, UnitEntry
 from core.bundle.paths import course_challenge_path, is_valid_slug, resource_path
-from core.errors import BundleError, CourseNotFound
+from core.errors import BundleError, BundleTooLarge, CourseNotFound
+from core.events.validate import is_valid_ref
 from core.logging import get_logger
 from core.oneroster.models import (
     ComponentResource,
@@ -29,6 +35,7 @@ COMPONENT_RESOURCE = "componentResource"
 
 _by_order = itemgetter("sortOrder", "sourcedId")
 _by_link_order = itemgetter("sortOrder", "componentResourceId")
+_SHOWN_ID = 200  # a skipped record's id is cut to this length in logs and results
 
 
 class CourseMetadataError(BundleError):
@@ -54,11 +61,18 @@ class BuildResult:
     source_modified: str | None
 
 
-def build_bundle(records: CourseRecords, *, generation: int, built_at: dt.datetime) -> BuildResult:
+def build_bundle(
+    records: CourseRecords,
+    *,
+    generation: int,
+    built_at: dt.datetime,
+    limits: BundleLimits = DEFAULT_LIMITS,
+) -> BuildResult:
     """The bundle of ``records.course``; raises only when the course itself is unusable.
 
     Raises CourseNotFound for a deleted course, CourseMetadataError when the course has no
-    valid slug or subject (``khanSlug``/``subject`` metadata).
+    valid slug or subject (``khanSlug``/``subject`` metadata) or an oversize title, and
+    BundleTooLarge when the document encodes to more than ``limits.max_bytes``.
     """
     course = records.course
     if not course.is_active:
@@ -73,7 +87,15 @@ def build_bundle(records: CourseRecords, *, generation: int, built_at: dt.dateti
             course_id=course.sourcedId,
             fields=invalid,
         )
-    build = _Build(records, subject=subject, course_slug=course_slug)
+    if len(course.title) > limits.title_chars:
+        raise CourseMetadataError(
+            "course title is longer than the title bound",
+            course_id=course.sourcedId,
+            fields=["title"],
+            length=len(course.title),
+            limit=limits.title_chars,
+        )
+    build = _Build(records, subject=subject, course_slug=course_slug, limits=limits)
     build.place_units()
     build.place_lessons()
     build.place_links()
@@ -110,6 +132,15 @@ def build_bundle(records: CourseRecords, *, generation: int, built_at: dt.dateti
         "skipped": len(skipped),
     }
     build.log()
+    size = len(orjson.dumps(doc))
+    if size > limits.max_bytes:
+        raise BundleTooLarge(
+            f"the bundle encodes to {size} bytes, more than the cap of {limits.max_bytes} "
+            "(CB_BUNDLE_MAX_BYTES)",
+            course_id=course.sourcedId,
+            size=size,
+            limit=limits.max_bytes,
+        )
     return BuildResult(
         doc=doc,
         skipped=skipped,
@@ -121,10 +152,13 @@ def build_bundle(records: CourseRecords, *, generation: int, built_at: dt.dateti
 class _Build:
     """The state of one build: records grouped by parent, placed entries and skips."""
 
-    def __init__(self, records: CourseRecords, *, subject: str, course_slug: str) -> None:
+    def __init__(
+        self, records: CourseRecords, *, subject: str, course_slug: str, limits: BundleLimits
+    ) -> None:
         self.course_id = course_id = records.course.sourcedId
         self.subject = subject
         self.course_slug = course_slug
+        self.limits = limits
         self.skipped: dict[tuple[str, str], SkippedRecord] = {}
         self.log_context: dict[tuple[str, str], dict[str, str | None]] = {}
         self.xp_invalid: set[str] = set()
@@ -145,9 +179,16 @@ class _Build:
         self.links: dict[str, list[ComponentResource]] = {}
         self.resource_ids: set[str] = set()
         for link in {cr.sourcedId: cr for cr in records.component_resources}.values():
-            if link.is_active:
-                self.links.setdefault(link.courseComponent.sourcedId, []).append(link)
-                self.resource_ids.add(link.resource.sourcedId)
+            if not link.is_active:
+                continue
+            resource_id = link.resource.sourcedId
+            reason = _link_id_problem(link)
+            if reason is not None:
+                # Never placed and never indexed: these ids would become Redis keys.
+                self.skip(COMPONENT_RESOURCE, link.sourcedId, reason, resource_id=resource_id)
+                continue
+            self.links.setdefault(link.courseComponent.sourcedId, []).append(link)
+            self.resource_ids.add(resource_id)
         self.unit_by_id: dict[str, UnitEntry] = {}
         self.lessonless: set[str] = set()
         self.lesson_by_id: dict[str, tuple[LessonEntry, UnitEntry]] = {}
@@ -165,23 +206,27 @@ class _Build:
         resource_id: str | None = None,
     ) -> None:
         """Leave a record out; the first reason given for it wins."""
+        sourced_id = _clip(sourced_id)
         key = (entity, sourced_id)
         if key not in self.skipped:
             self.skipped[key] = SkippedRecord(entity, sourced_id, reason)
             self.log_context[key] = {
-                "unit_id": unit_id,
-                "lesson_id": lesson_id,
-                "resource_id": resource_id,
+                "unit_id": None if unit_id is None else _clip(unit_id),
+                "lesson_id": None if lesson_id is None else _clip(lesson_id),
+                "resource_id": None if resource_id is None else _clip(resource_id),
             }
 
     def place_units(self) -> None:
         """Units are top-level components with active lessons; the rest may hold the challenge."""
         for component in self.tops:
             component_id = component.sourcedId
+            if not is_valid_ref(component_id):
+                self.skip(COMPONENT, component_id, "invalid_id", unit_id=component_id)
+                continue
             if component_id not in self.children:
                 self.lessonless.add(component_id)
                 continue
-            slug, reason = _component_slug(component)
+            slug, reason = _component_slug(component, self.limits)
             if reason is not None:
                 self.skip(COMPONENT, component_id, reason, unit_id=component_id)
                 continue
@@ -203,7 +248,7 @@ class _Build:
                     self.skip(COMPONENT, kid.sourcedId, reason, unit_id=parent_id)
                 continue
             for kid in kids:
-                slug, bad = _component_slug(kid)
+                slug, bad = _component_slug(kid, self.limits)
                 if bad is not None:
                     self.skip(COMPONENT, kid.sourcedId, bad, unit_id=parent_id)
                     continue
@@ -280,7 +325,8 @@ class _Build:
     def _facts(self, resource_id: str) -> ResourceFacts | str:
         found = self.facts.get(resource_id)
         if found is None:
-            found = self.facts[resource_id] = read_resource(self.resources.get(resource_id))
+            resource = self.resources.get(resource_id)
+            found = self.facts[resource_id] = read_resource(resource, self.limits)
             if not isinstance(found, str) and found.xp_invalid:
                 self.xp_invalid.add(resource_id)
         return found
@@ -365,14 +411,34 @@ def _entry(link: ComponentResource, facts: ResourceFacts, path: str) -> Resource
     return entry
 
 
-def _component_slug(component: CourseComponent) -> tuple[str, str | None]:
-    """The component's slug, or a reason code when it has no usable one."""
+def _component_slug(component: CourseComponent, limits: BundleLimits) -> tuple[str, str | None]:
+    """The component's slug, or a reason code when it cannot be placed (id, slug, title)."""
+    if not is_valid_ref(component.sourcedId):
+        return "", "invalid_id"
     slug = component.meta("khanSlug")
     if slug is None:
         return "", "missing_slug"
     if not is_valid_slug(slug):
         return "", "invalid_slug"
+    if len(component.title) > limits.title_chars:
+        return "", "title_too_long"
     return str(slug), None
+
+
+def _link_id_problem(link: ComponentResource) -> str | None:
+    """Why a link's own id or its resource's id cannot be used, or None."""
+    if not is_valid_ref(link.sourcedId):
+        return "invalid_id"
+    if not is_valid_ref(link.resource.sourcedId):
+        return "resource_invalid_id"
+    return None
+
+
+def _clip(value: str) -> str:
+    """An id as logged and reported: ids past any valid length are cut (they may be huge)."""
+    if len(value) <= _SHOWN_ID:
+        return value
+    return value[:_SHOWN_ID] + "…"
 
 
 def _utc(moment: dt.datetime) -> dt.datetime:

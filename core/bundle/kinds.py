@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any, NamedTuple
 
+from core.bundle.limits import DEFAULT_LIMITS, BundleLimits
 from core.bundle.model import Kind
 from core.bundle.paths import is_valid_slug
 from core.oneroster.models import Resource
@@ -73,11 +74,14 @@ def resource_kind(resource: Resource) -> Kind | None:
     return kind_from_metadata(resource.metadata)
 
 
-def read_resource(resource: Resource | None) -> ResourceFacts | str:
+def read_resource(
+    resource: Resource | None, limits: BundleLimits = DEFAULT_LIMITS
+) -> ResourceFacts | str:
     """The resource's bundle fields, or the reason code why it cannot be placed.
 
     Only the kind and the slug are required; a missing ``xp`` is 0, an invalid one is 0 with
-    ``xp_invalid`` set; optional fields that are absent or malformed are left out.
+    ``xp_invalid`` set; optional fields that are absent or malformed are left out. A text field
+    longer than ``limits`` allows makes the resource unplaceable (``resource_*_too_long``).
     """
     if resource is None:
         return "resource_missing"
@@ -94,11 +98,14 @@ def read_resource(resource: Resource | None) -> ResourceFacts | str:
         return "resource_missing_slug"
     if not is_valid_slug(slug):
         return "resource_invalid_slug"
+    youtube_id = meta.get("youtubeId")
+    url = meta.get("url")
+    oversize = _oversize_field(resource.title, youtube_id, url, limits)
+    if oversize is not None:
+        return f"resource_{oversize}_too_long"
     raw_xp = meta.get("xp")
     xp = 0 if raw_xp is None else non_negative_int(raw_xp)
     raw_count = meta.get("questionCount")
-    youtube_id = meta.get("youtubeId")
-    url = meta.get("url")
     return ResourceFacts(
         kind=kind,
         slug=slug,
@@ -109,6 +116,19 @@ def read_resource(resource: Resource | None) -> ResourceFacts | str:
         question_count=None if raw_count is None else non_negative_int(raw_count),
         url=url if isinstance(url, str) and url else None,
     )
+
+
+def _oversize_field(
+    title: str, youtube_id: object, url: object, limits: BundleLimits
+) -> str | None:
+    """The name of the first text field longer than its cap, or None."""
+    if len(title) > limits.title_chars:
+        return "title"
+    if isinstance(youtube_id, str) and len(youtube_id) > limits.youtube_id_chars:
+        return "youtube_id"
+    if isinstance(url, str) and len(url) > limits.url_chars:
+        return "url"
+    return None
 
 
 def non_negative_int(value: object) -> int | None:

@@ -70,6 +70,15 @@ class UnsupportedContentType(InvalidEvent):
     """The body's media type (or charset) is not one events are accepted in."""
 
 
+def is_valid_ref(value: object) -> bool:
+    """Whether ``value`` may name a record in a Redis key or a OneRoster filter.
+
+    The rule of ``subject`` and ``data.courseId``; upstream ids (fan-out results, the ids a
+    bundle places) must pass it too, so every id that reaches a key passed the same check.
+    """
+    return isinstance(value, str) and _REF_RE.fullmatch(value) is not None
+
+
 def validate_event(obj: object) -> CourseEvent:
     """Check one decoded envelope against events.md; raise ``InvalidEvent`` with every reason."""
     if not isinstance(obj, Mapping):

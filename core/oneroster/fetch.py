@@ -9,7 +9,9 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Iterable, Iterator, Sequence
 
-from core.errors import CourseNotFound, OneRosterNotFound
+from core.errors import CourseNotFound, FanoutTooLarge, OneRosterNotFound, OneRosterProtocolError
+from core.events.validate import is_valid_ref
+from core.logging import get_logger
 from core.oneroster.aclient import AsyncOneRosterClient
 from core.oneroster.client import OneRosterClient
 from core.oneroster.filters import filter_expr, predicate
@@ -50,16 +52,28 @@ def _course_records(proto: OneRosterProtocol, course_id: str) -> Op[CourseRecord
         course = yield from proto.get(COURSES, course_id)
     except OneRosterNotFound as exc:
         raise CourseNotFound("course not found upstream", course_id=course_id) from exc
+    if course.sourcedId != course_id:
+        # Stored under the id asked for, it would replace (or forge) another course's bundle.
+        raise OneRosterProtocolError(
+            "OneRoster answered another course's record",
+            course_id=course_id,
+            answered_id=course.sourcedId[:200],
+        )
     if not course.is_active:
         raise CourseNotFound(
             "course is deleted upstream", course_id=course_id, status=course.status
         )
     components = yield from _components(proto, course_id, include_inactive=False)
+    # Records with ids outside the id rule are left for the builder to skip and count; their
+    # ids are never sent as filter values.
     links = yield from _component_resources(
-        proto, sorted({c.sourcedId for c in components}), include_inactive=False
+        proto,
+        sorted({c.sourcedId for c in components if is_valid_ref(c.sourcedId)}),
+        include_inactive=False,
     )
+    resource_ids = {link.resource.sourcedId for link in links}
     resources = []
-    for chunk in batched(sorted({link.resource.sourcedId for link in links}), _batch(proto)):
+    for chunk in batched(sorted(filter(is_valid_ref, resource_ids)), _batch(proto)):
         flt = filter_expr(predicate("sourcedId", "@", chunk))
         resources += yield from proto.list_all(RESOURCE_RECORDS, flt)
     return CourseRecords(
@@ -68,15 +82,42 @@ def _course_records(proto: OneRosterProtocol, course_id: str) -> Op[CourseRecord
 
 
 def courses_linking_resource_op(proto: OneRosterProtocol, resource_id: str) -> Op[list[str]]:
-    """Ids of the courses whose active components link ``resource_id`` (sorted, unique)."""
+    """Ids of the courses whose active components link ``resource_id`` (sorted, unique).
+
+    Ids outside the id rule are dropped (logged); more than ``resource_fanout_max`` courses
+    raise ``FanoutTooLarge``, before any further page is read.
+    """
+    limit = proto.settings.resource_fanout_max
     flt = filter_expr(predicate("resource.sourcedId", "=", resource_id))
     links = yield from proto.list_all(COMPONENT_RESOURCES, flt)
+    component_ids = {link.courseComponent.sourcedId for link in links}
     course_ids: set[str] = set()
-    for chunk in batched(sorted({link.courseComponent.sourcedId for link in links}), _batch(proto)):
+    dropped = 0
+    for chunk in batched(sorted(filter(is_valid_ref, component_ids)), _batch(proto)):
         components = yield from proto.list_all(
             COMPONENTS, filter_expr(predicate("sourcedId", "@", chunk))
         )
-        course_ids.update(c.course.sourcedId for c in components)
+        for component in components:
+            if is_valid_ref(component.course.sourcedId):
+                course_ids.add(component.course.sourcedId)
+            else:
+                dropped += 1
+        if len(course_ids) > limit:
+            raise FanoutTooLarge(
+                f"resource is linked by more than {limit} courses (CB_RESOURCE_FANOUT_MAX)",
+                resource_id=resource_id,
+                courses_found=len(course_ids),
+                limit=limit,
+            )
+    dropped += sum(1 for cid in component_ids if not is_valid_ref(cid))
+    if dropped:
+        get_logger(__name__).warning(
+            "resource_fanout_ids_invalid",
+            resource_id=resource_id,
+            outcome="skipped",
+            reason="invalid_id",
+            skipped=dropped,
+        )
     return sorted(course_ids)
 
 

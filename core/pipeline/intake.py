@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import redis
 
 from core.bundle.store import BundleStore
+from core.errors import FanoutTooLarge
 from core.events.model import CourseEvent
 from core.events.routing import direct_courses, is_course_delete, needs_resource_lookup
 from core.keys import Keys
@@ -42,6 +43,7 @@ class EventIntake:
         *,
         resource_courses_upstream: ResourceCourses,
         dedupe_ttl_s: int = 86_400,
+        fanout_max: int = 500,
     ) -> None:
         self._redis = redis_client
         self._keys = keys
@@ -49,14 +51,28 @@ class EventIntake:
         self._debouncer = debouncer
         self._upstream = resource_courses_upstream
         self._ttl = dedupe_ttl_s
+        self._fanout_max = fanout_max
 
     def affected_courses(self, event: CourseEvent) -> list[str]:
-        """The event's courses; for a resource without one, the index, else OneRoster."""
+        """The event's courses; for a resource without one, the index, else OneRoster.
+
+        A resource found in more than ``fanout_max`` courses raises ``FanoutTooLarge`` (the
+        task dead-letters the event, docs/events.md): nothing is marked dirty.
+        """
         courses = direct_courses(event)
         if needs_resource_lookup(event):
             courses = self._store.course_ids_for_resource(event.subject)
             if not courses:
                 courses = self._upstream(event.subject)
+            if len(courses) > self._fanout_max:
+                raise FanoutTooLarge(
+                    f"resource is linked by {len(courses)} courses, more than "
+                    f"{self._fanout_max} (CB_RESOURCE_FANOUT_MAX)",
+                    event_id=event.id,
+                    resource_id=event.subject,
+                    courses_found=len(courses),
+                    limit=self._fanout_max,
+                )
         return courses
 
     def handle(self, event: CourseEvent) -> Decision:

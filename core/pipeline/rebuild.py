@@ -10,6 +10,7 @@ from typing import Any, Literal
 
 from core.bundle.builder import build_bundle
 from core.bundle.codec import encode_bundle
+from core.bundle.limits import DEFAULT_LIMITS, BundleLimits
 from core.bundle.store import BundleStore
 from core.errors import CourseNotFound, FlightFailed
 from core.keys import Keys
@@ -55,10 +56,12 @@ class Rebuilder:
         fetch: FetchCourse,
         *,
         clock: Callable[[], dt.datetime] = lambda: dt.datetime.now(dt.UTC),
+        limits: BundleLimits = DEFAULT_LIMITS,
     ) -> None:
         self._store = store
         self._fetch = fetch
         self._clock = clock
+        self._limits = limits
 
     def rebuild(self, course_id: str) -> RebuildOutcome:
         """Rebuild now. ``OneRosterError`` propagates (callers retry); a gone course is deleted."""
@@ -83,7 +86,9 @@ class Rebuilder:
             )
             return RebuildOutcome(course_id, generation, "not_found", duration)
         cpu = time.process_time()
-        result = build_bundle(records, generation=generation, built_at=self._clock())
+        result = build_bundle(
+            records, generation=generation, built_at=self._clock(), limits=self._limits
+        )
         encoded = encode_bundle(result.doc)
         build_ms = (time.process_time() - cpu) * 1000
         written = self._store.write(

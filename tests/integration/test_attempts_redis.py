@@ -31,9 +31,12 @@ RESOURCE = "quiz-fractions-1"
 
 
 @pytest.fixture
-def learner(key_prefix: str) -> str:
-    """A learner id unique to the test; the real_redis fixture removes its ``assess:`` keys."""
-    return key_prefix.rstrip(":") + "-learner"
+def learner(key_prefix: str, real_redis: redis.Redis) -> Iterator[str]:
+    """A learner id unique to the test (attempt ids hold no ``:``); its keys are removed after."""
+    learner_id = key_prefix.rstrip(":").replace(":", "-") + "-learner"
+    yield learner_id
+    for key in real_redis.scan_iter(match=f"assess:*{learner_id}*", count=1000):
+        real_redis.delete(key)
 
 
 @pytest.fixture

@@ -12,9 +12,9 @@ from starlette.responses import Response
 from core.attempts.service import AttemptService
 from worker.api.schemas import (
     AttemptOut,
+    AttemptResourceId,
     ClearedAttemptOut,
     ResolvedAttemptOut,
-    ResourceId,
     UserId,
     problem,
     responses,
@@ -38,7 +38,7 @@ def build_router(attempts: AttemptService) -> APIRouter:
         operation_id="getActiveAttempt",
         summary="The learner's active attempt on the resource",
     )
-    async def get_attempt(user_id: UserId, resource_id: ResourceId) -> Response:
+    async def get_attempt(user_id: UserId, resource_id: AttemptResourceId) -> Response:
         found = await run_in_threadpool(attempts.active, user_id, resource_id)
         return _json({"attemptNumber": found.number, "source": found.source})
 
@@ -49,7 +49,7 @@ def build_router(attempts: AttemptService) -> APIRouter:
         operation_id="resolveAttempt",
         summary="The active attempt, or a new one derived from OneRoster (one per learner)",
     )
-    async def resolve_attempt(user_id: UserId, resource_id: ResourceId) -> Response:
+    async def resolve_attempt(user_id: UserId, resource_id: AttemptResourceId) -> Response:
         found = await run_in_threadpool(attempts.resolve, user_id, resource_id)
         return _json(
             {"attemptNumber": found.number, "source": found.source, "created": found.created}
@@ -67,7 +67,7 @@ def build_router(attempts: AttemptService) -> APIRouter:
     )
     async def reset_attempt(
         user_id: UserId,
-        resource_id: ResourceId,
+        resource_id: AttemptResourceId,
         attempt: Annotated[int, Query(ge=1, le=2**53 - 1, description="The attempt to clear")],
     ) -> Response:
         cleared = await run_in_threadpool(attempts.reset, user_id, resource_id, attempt)

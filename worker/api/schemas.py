@@ -18,6 +18,8 @@ from worker.api.problems import PROBLEM_MEDIA_TYPE
 # ids ("." and ".." are path segments); the length (1-200) is bounded by ID_MAX_LENGTH.
 ID_PATTERN = r"^[A-Za-z0-9:._-]*[A-Za-z0-9:_-][A-Za-z0-9:._-]*$"
 ID_MAX_LENGTH = 200
+# Attempt identities also refuse ":", the separator of the attempt keys (docs/attempts.md).
+ATTEMPT_ID_PATTERN = r"^[A-Za-z0-9._-]*[A-Za-z0-9_-][A-Za-z0-9._-]*$"
 # One URL path segment (core.bundle.paths): no separators, %, backslash or whitespace.
 SLUG_PATTERN = r"^[^/?#%\\\s]{1,200}$"
 
@@ -78,10 +80,20 @@ UserId = Annotated[
     str,
     Path(
         alias="userId",
-        pattern=ID_PATTERN,
+        pattern=ATTEMPT_ID_PATTERN,
         max_length=ID_MAX_LENGTH,
-        description="The learner's sourcedId",
+        description="The learner's sourcedId (no ':')",
         examples=["student-1"],
+    ),
+]
+AttemptResourceId = Annotated[
+    str,
+    Path(
+        alias="resourceId",
+        pattern=ATTEMPT_ID_PATTERN,
+        max_length=ID_MAX_LENGTH,
+        description="The resource's sourcedId (no ':')",
+        examples=["r1"],
     ),
 ]
 

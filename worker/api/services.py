@@ -154,7 +154,6 @@ class ApiServices:
             derive=self._derive,
             once=FlightOnce(self.flight),
             ttl_s=s.attempt_state_ttl_s,
-            scan_limit=s.attempt_scan_limit,
         )
 
     # --- lifecycle ------------------------------------------------------------------------------

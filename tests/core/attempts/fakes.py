@@ -8,7 +8,7 @@ from collections.abc import Callable, Iterable
 
 TTL_S = 600
 USER = "learner-1"
-RESOURCE = "quiz:fractions.1"
+RESOURCE = "quiz-fractions.1"
 
 
 class FakeDerive:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import fakeredis
 import pytest
 from redis.crc import key_slot
 
@@ -56,7 +55,7 @@ def test_hash_tagged_templates_keep_their_braces_and_share_one_slot() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", ["", "has space", "quote'", "star*", "brace{", "x" * 201, "ünïcode", "a\nb"]
+    "bad", ["", "has space", "quote'", "star*", "brace{", "x" * 201, "ünïcode", "a\nb", "org:u1"]
 )
 def test_ids_outside_the_allow_list_are_refused(bad: str) -> None:
     keys = AttemptKeys()
@@ -65,11 +64,25 @@ def test_ids_outside_the_allow_list_are_refused(bad: str) -> None:
     with pytest.raises(InvalidAttemptId):
         keys.state("u1", bad, 1)
     with pytest.raises(AttemptError):
-        keys.state_scan_pattern(bad, "r1")
+        keys.hwm(bad, "r1")
 
 
-def test_ids_with_colons_dots_and_dashes_are_fine() -> None:
-    assert AttemptKeys().pointer("org:u-1.x_2", "r") == "assess:active:org:u-1.x_2:r"
+def test_ids_with_dots_dashes_and_underscores_are_fine() -> None:
+    assert AttemptKeys().pointer("org.u-1_2", "r.1") == "assess:active:org.u-1_2:r.1"
+
+
+@pytest.mark.parametrize(
+    ("user_id", "resource_id"), [("a:b", "c"), ("a", "b:c"), ("a:", "b"), (":a", "b")]
+)
+def test_ids_with_a_colon_are_refused_so_two_identities_never_share_a_key(
+    user_id: str, resource_id: str
+) -> None:
+    """Learner ``a:b`` on ``c`` and learner ``a`` on ``b:c`` would both be assess:active:a:b:c."""
+    keys = AttemptKeys()
+    with pytest.raises(InvalidAttemptId) as caught:
+        keys.pointer(user_id, resource_id)
+    assert "':'" in caught.value.message
+    assert caught.value.context["field"] == ("userId" if ":" in user_id else "resourceId")
 
 
 @pytest.mark.parametrize("bad", [0, -1, True, "3", 2.0])
@@ -92,27 +105,3 @@ def test_attempt_numbers_must_be_positive_integers(bad: object) -> None:
 def test_templates_are_checked_at_construction(field: str, template: str) -> None:
     with pytest.raises(ConfigError):
         AttemptKeys(**{field: template})
-
-
-def test_scan_pattern_finds_only_this_learners_state_keys() -> None:
-    keys = AttemptKeys(state_template="st[x]*?:{userId}:{resourceId}:{attemptNumber}")
-    redis = fakeredis.FakeRedis(server=fakeredis.FakeServer())
-    mine = [keys.state("u1", "r1", n) for n in (1, 2, 10)]
-    others = [keys.state("u1", "r1:x", 4), keys.state("u2", "r1", 5), "stX:u1:r1:6"]
-    for key in mine + others:
-        redis.set(key, "s")
-    matched = set(redis.scan_iter(match=keys.state_scan_pattern("u1", "r1")))
-    numbers = {keys.attempt_of_state_key("u1", "r1", key) for key in matched}
-    assert numbers - {None} == {1, 2, 10}
-
-
-@pytest.mark.parametrize(
-    "key", ["assess:state:u1:r1:", "assess:state:u1:r1:07", "assess:state:u1:r1:x:4", "other"]
-)
-def test_keys_that_are_not_an_attempt_of_this_learner_parse_to_none(key: str) -> None:
-    assert AttemptKeys().attempt_of_state_key("u1", "r1", key) is None
-
-
-def test_state_keys_parse_back_to_their_attempt_number() -> None:
-    keys = TAGGED
-    assert keys.attempt_of_state_key("u1", "r1", keys.state("u1", "r1", 42).encode()) == 42

@@ -1,9 +1,10 @@
-"""Cached state per attempt, the index that finds it again, and the bounded SCAN fallback."""
+"""Cached state per attempt, the index that finds it again, and exact probes without SCAN."""
 
 from __future__ import annotations
 
+from unittest.mock import patch
+
 import fakeredis
-from structlog.testing import capture_logs
 
 from core.attempts import (
     AttemptKeys,
@@ -13,6 +14,7 @@ from core.attempts import (
     load_state,
     save_state,
 )
+from core.attempts.state import PROBE_WINDOW
 from tests.core.attempts.fakes import RESOURCE, TTL_S, USER
 
 
@@ -75,22 +77,23 @@ def test_latest_is_the_highest_indexed_attempt_whose_state_still_exists(
 def test_no_state_at_all_is_none(
     fake_redis: fakeredis.FakeRedis, attempt_keys: AttemptKeys
 ) -> None:
-    fake_redis.set(f"assess:state:{USER}:{RESOURCE}:x:3", "another resource's state")
+    fake_redis.set(f"assess:state:{USER}:{RESOURCE}.x:3", "another resource's state")
+    fake_redis.set(f"assess:state:{USER}:{RESOURCE}:{PROBE_WINDOW + 1}", "past the window")
     assert latest_cached_attempt(fake_redis, attempt_keys, USER, RESOURCE) is None
 
 
-def test_states_written_without_the_index_are_found_by_scan(
+def test_states_written_without_the_index_are_found_by_exact_probes(
     fake_redis: fakeredis.FakeRedis, attempt_keys: AttemptKeys
 ) -> None:
     # What today's web tier writes: bare state keys, no index, no hwm.
     for n in (1, 3, 12):
         fake_redis.set(f"assess:state:{USER}:{RESOURCE}:{n}", "s", ex=TTL_S)
-    fake_redis.set(f"assess:state:{USER}:{RESOURCE}:extra:40", "a longer resource id's state")
+    fake_redis.set(f"assess:state:{USER}:{RESOURCE}.extra:40", "a longer resource id's state")
     fake_redis.set(f"assess:state:{USER}2:{RESOURCE}:50", "another learner's state")
     assert latest_cached_attempt(fake_redis, attempt_keys, USER, RESOURCE) == 12
 
 
-def test_scan_finds_nothing_below_the_floor(
+def test_probes_find_nothing_below_the_floor(
     fake_redis: fakeredis.FakeRedis, attempt_keys: AttemptKeys
 ) -> None:
     fake_redis.set(f"assess:state:{USER}:{RESOURCE}:2", "s")
@@ -100,18 +103,32 @@ def test_scan_finds_nothing_below_the_floor(
     assert latest_cached_attempt(fake_redis, attempt_keys, USER, RESOURCE, at_least=2) == 2
 
 
-def test_scan_stops_after_scan_limit_keys(
+def test_an_unindexed_state_above_an_indexed_one_wins(
     fake_redis: fakeredis.FakeRedis, attempt_keys: AttemptKeys
 ) -> None:
-    # fakeredis scans in key order: these 1,500 unrelated keys come before the state key.
+    save_state(fake_redis, attempt_keys, USER, RESOURCE, 2, "s", ttl_s=TTL_S)
+    fake_redis.set(f"assess:state:{USER}:{RESOURCE}:4", "s")  # web tier, without the index
+    assert latest_cached_attempt(fake_redis, attempt_keys, USER, RESOURCE) == 4
+
+
+def test_a_state_among_many_keys_is_found_exactly_without_scan(
+    fake_redis: fakeredis.FakeRedis, attempt_keys: AttemptKeys
+) -> None:
+    """The production miss: 96k keys, the old SCAN gave up after its limit (1,000 keys)."""
     pipe = fake_redis.pipeline()
-    for i in range(1500):
-        pipe.set(f"aaa:{i:05d}", "x")
+    for i in range(20_000):
+        pipe.set(f"aaa:{i:05d}", "x")  # fakeredis scans in key order: all before the state
     pipe.execute()
+    fake_redis.set(f"assess:hwm:{USER}:{RESOURCE}", "5")
     fake_redis.set(f"assess:state:{USER}:{RESOURCE}:5", "s")
-    with capture_logs() as logs:
-        bounded = latest_cached_attempt(fake_redis, attempt_keys, USER, RESOURCE, scan_limit=600)
-    assert bounded is None
-    assert [e["event"] for e in logs] == ["attempt_state_scan_truncated"]
-    assert latest_cached_attempt(fake_redis, attempt_keys, USER, RESOURCE, scan_limit=5000) == 5
-    assert latest_cached_attempt(fake_redis, attempt_keys, USER, RESOURCE, scan_limit=0) is None
+    commands: list[str] = []
+    real_execute = fakeredis.FakeRedis.execute_command
+
+    def counting(self: fakeredis.FakeRedis, *args: object, **options: object) -> object:
+        commands.append(str(args[0]).upper())
+        return real_execute(self, *args, **options)
+
+    with patch.object(fakeredis.FakeRedis, "execute_command", counting):
+        found = latest_cached_attempt(fake_redis, attempt_keys, USER, RESOURCE, at_least=5)
+    assert found == 5
+    assert "SCAN" not in commands and "KEYS" not in commands

@@ -14,9 +14,16 @@ from structlog.testing import capture_logs
 from core.bundle.builder import CourseMetadataError, SkippedRecord, build_bundle
 from core.bundle.index import BundleIndex
 from core.bundle.kinds import resource_kind
+from core.bundle.limits import (
+    MAX_TITLE_CHARS,
+    MAX_URL_CHARS,
+    MAX_YOUTUBE_ID_CHARS,
+    BundleLimits,
+)
 from core.bundle.paths import course_challenge_path, resource_path
-from core.errors import BundleError, CourseNotFound
+from core.errors import BundleError, BundleTooLarge, CourseNotFound
 from core.oneroster.models import CourseRecords
+from core.settings import Settings
 from tests.core.bundle.records import (
     BUILT_AT,
     Catalog,
@@ -715,3 +722,138 @@ def test_property_totals_match_the_document_and_paths_stay_in_the_course(cat: Ca
     skipped_links = {s.sourced_id for s in result.skipped if s.entity == "componentResource"}
     assert not placed & skipped_links
     assert orjson.loads(orjson.dumps(doc)) == doc
+
+
+# --- ids and size bounds ---------------------------------------------------------------------
+def test_records_with_ids_outside_the_id_rule_are_skipped_and_never_indexed() -> None:
+    """Ids that reach Redis keys (the resource index) pass the event id rule, or are skipped."""
+    cat = Catalog()
+    cat.lesson("l1", cat.unit("u1"))
+    cat.lesson("l@2", "u1", slug="second")  # a valid slug, an id no event could name
+    cat.item("l@2", "r-under-bad-lesson")
+    cat.lesson("l3", cat.unit("u 2", slug="third"))
+    cat.item("l1", "r ok?", link_id="cr-bad-resource-id")
+    cat.item("l1", "..", link_id="cr-dots")
+    cat.item("l1", "r1", link_id="cr{1}")
+    cat.item("l1", "r-ok")
+    long_id = "r" * 201
+    cat.item("l1", long_id, link_id="cr-long")
+
+    with capture_logs() as logs:
+        result = cat.build()
+
+    assert [r["resourceId"] for r in _only_lesson_of(result, "l1")] == ["r-ok"]
+    assert _skips(result) == {
+        ("courseComponent", "l@2", "invalid_id"),
+        ("courseComponent", "u 2", "invalid_id"),
+        ("courseComponent", "l3", "parent_skipped"),
+        ("componentResource", "cr-r-under-bad-lesson", "component_skipped"),
+        ("componentResource", "cr-bad-resource-id", "resource_invalid_id"),
+        ("componentResource", "cr-dots", "resource_invalid_id"),
+        ("componentResource", "cr{1}", "invalid_id"),
+        ("componentResource", "cr-long", "resource_invalid_id"),
+    }
+    assert result.doc["skipped"] == 8
+    assert result.resource_ids == frozenset({"r-ok", "r-under-bad-lesson"})
+    warned = {e["sourced_id"]: e for e in logs if e.get("outcome") == "skipped"}
+    assert warned["cr-long"]["resource_id"] == long_id[:200] + "…"
+    assert warned["cr-long"]["course_id"] == "course-1"
+
+
+def _only_lesson_of(result, lesson_id: str) -> list:
+    return [
+        entry
+        for unit in result.doc["units"]
+        for lesson in unit["lessons"]
+        if lesson["sourcedId"] == lesson_id
+        for entry in lesson["resources"]
+    ]
+
+
+@pytest.mark.parametrize(
+    ("field", "value", "reason"),
+    [
+        ("title", "t" * (MAX_TITLE_CHARS + 1), "resource_title_too_long"),
+        ("url", "https://x/" + "u" * MAX_URL_CHARS, "resource_url_too_long"),
+        ("youtubeId", "y" * (MAX_YOUTUBE_ID_CHARS + 1), "resource_youtube_id_too_long"),
+    ],
+)
+def test_a_resource_with_an_oversize_field_is_skipped_and_reported(
+    field: str, value: str, reason: str
+) -> None:
+    cat = Catalog()
+    cat.lesson("l1", cat.unit("u1"))
+    cat.item("l1", "r-ok", title="t" * MAX_TITLE_CHARS, url="https://x/ok", youtubeId="y" * 11)
+    big = resource("r-big", "Video", **({} if field == "title" else {field: value}))
+    if field == "title":
+        big = big.model_copy(update={"title": value})
+    cat.resources.append(big)
+    cat.links.append(link("cr-big", "l1", "r-big", sort=1))
+
+    with capture_logs() as logs:
+        result = cat.build()
+
+    assert [r["resourceId"] for r in _only_lesson(result)["resources"]] == ["r-ok"]
+    assert result.skipped == (SkippedRecord("componentResource", "cr-big", reason),)
+    (warning,) = [e for e in logs if e["log_level"] == "warning"]
+    assert (warning["course_id"], warning["resource_id"], warning["reason"]) == (
+        "course-1",
+        "r-big",
+        reason,
+    )
+
+
+def test_a_component_with_an_oversize_title_is_skipped_with_what_it_holds() -> None:
+    cat = Catalog()
+    cat.unit("u1")
+    cat.lesson("l1", "u1")
+    cat.item("l1", "r1")
+    cat.components.append(component("u2").model_copy(update={"title": "T" * (MAX_TITLE_CHARS + 1)}))
+    cat.lesson("l2", "u2")
+    cat.item("l2", "r2")
+
+    result = cat.build()
+
+    assert [u["sourcedId"] for u in result.doc["units"]] == ["u1"]
+    assert _skips(result) == {
+        ("courseComponent", "u2", "title_too_long"),
+        ("courseComponent", "l2", "parent_skipped"),
+        ("componentResource", "cr-r2", "component_skipped"),
+    }
+
+
+def test_a_course_with_an_oversize_title_cannot_be_built() -> None:
+    records = CourseRecords(
+        course=course().model_copy(update={"title": "C" * (MAX_TITLE_CHARS + 1)})
+    )
+    with pytest.raises(CourseMetadataError) as caught:
+        build(records)
+    assert caught.value.context["fields"] == ["title"]
+    assert caught.value.context["limit"] == MAX_TITLE_CHARS
+
+
+def test_a_course_over_the_byte_cap_is_refused_naming_its_size_and_the_cap() -> None:
+    records = synthetic(units=2, lessons=2, per_lesson=5)
+    size = len(orjson.dumps(build(records).doc))
+
+    assert (
+        build_bundle(
+            records, generation=1, built_at=BUILT_AT, limits=BundleLimits(max_bytes=size)
+        ).doc["totals"]["resources"]
+        == 25
+    )
+    with pytest.raises(BundleTooLarge) as caught:
+        build_bundle(
+            records, generation=1, built_at=BUILT_AT, limits=BundleLimits(max_bytes=size - 1)
+        )
+
+    error = caught.value
+    assert isinstance(error, BundleError) and not error.retryable
+    assert (error.size, error.limit) == (size, size - 1)
+    assert error.context["course_id"] == "course-1"
+    assert str(size) in str(error) and str(size - 1) in str(error)
+
+
+def test_the_default_byte_cap_is_the_setting_default() -> None:
+    assert BundleLimits.from_settings(Settings(_env_file=None)).max_bytes == 32 * 1024 * 1024
+    assert BundleLimits.from_settings(Settings(_env_file=None, bundle_max_bytes=10)).max_bytes == 10

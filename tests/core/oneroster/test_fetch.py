@@ -4,9 +4,11 @@ import asyncio
 import datetime as dt
 from collections.abc import Callable
 
+import httpx
 import pytest
+from structlog.testing import capture_logs
 
-from core.errors import CourseNotFound
+from core.errors import CourseNotFound, FanoutTooLarge, OneRosterProtocolError
 from core.oneroster.client import OneRosterClient
 from core.oneroster.fetch import (
     acourse_changed_since,
@@ -211,3 +213,84 @@ def test_changed_since_async(catalog: FakeOneRoster) -> None:
 def test_iso_utc_passes_the_filter_allow_list() -> None:
     moment = dt.datetime(2024, 6, 1, 14, 30, 5, 123456, tzinfo=dt.timezone(dt.timedelta(hours=2)))
     assert iso_utc(moment) == "2024-06-01T12:30:05.123Z"
+
+
+# --- ids checked where they enter ---------------------------------------------------------------
+def test_a_course_record_for_another_id_is_a_protocol_error(
+    catalog: FakeOneRoster, make_client: MakeClient
+) -> None:
+    """A read of c1 answered with c2's record must not become c1's (or c2's) bundle."""
+    other = _record(catalog, COURSES.path, "c2")
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        if request.url.path == f"{COURSES.path}/c1":
+            catalog.requests.append(request)
+            return httpx.Response(200, json={COURSES.item_key: other})
+        return catalog(request)
+
+    client = make_client(http=httpx.Client(transport=httpx.MockTransport(answer)))
+    with pytest.raises(OneRosterProtocolError) as info:
+        fetch_course_records(client, "c1")
+    assert info.value.context == {"course_id": "c1", "answered_id": "c2"}
+    assert not info.value.retryable
+    assert len(catalog.api_requests()) == 1  # nothing of c2's tree was read
+
+
+def test_ids_outside_the_id_rule_are_never_sent_as_filter_values(
+    catalog: FakeOneRoster, fake_client: MakeClient
+) -> None:
+    """A bad component or resource id is left for the builder to skip, not a failed fetch."""
+    catalog.add(COMPONENTS.path, sourcedId="l bad", course=ref("c1"), parent=ref("u1"))
+    catalog.add(
+        COMPONENT_RESOURCES.path,
+        sourcedId="cr-bad-resource",
+        courseComponent=ref("l1"),
+        resource=ref("r/../x"),
+    )
+    records = fetch_course_records(fake_client(), "c1")
+    assert "l bad" in {c.sourcedId for c in records.components}
+    assert "cr-bad-resource" in {link.sourcedId for link in records.component_resources}
+    assert sorted(r.sourcedId for r in records.resources) == [f"r{n:02d}" for n in range(1, 11)]
+    assert not any(f and ("l bad" in f or "r/../x" in f) for f in catalog.filters())
+
+
+def test_fan_out_drops_course_and_component_ids_outside_the_id_rule(
+    catalog: FakeOneRoster, fake_client: MakeClient
+) -> None:
+    for component_id, course_id in (("m-dots", ".."), ("m-space", "c 9"), ("m bad", "c4")):
+        catalog.add(COMPONENTS.path, sourcedId=component_id, course=ref(course_id), parent=None)
+        catalog.add(
+            COMPONENT_RESOURCES.path,
+            sourcedId=f"cr-{component_id}",
+            courseComponent=ref(component_id),
+            resource=ref("r01"),
+        )
+    with capture_logs() as logs:
+        assert courses_linking_resource(fake_client(), "r01") == ["c1", "c2"]
+    (warning,) = [e for e in logs if e["event"] == "resource_fanout_ids_invalid"]
+    assert warning["skipped"] == 3
+    assert warning["resource_id"] == "r01"
+
+
+def test_fan_out_past_the_cap_is_refused_before_reading_further(
+    fake: FakeOneRoster, fake_client: MakeClient
+) -> None:
+    for n in range(1, 8):
+        fake.add(COMPONENTS.path, sourcedId=f"m{n}", course=ref(f"c{n}"), parent=None)
+        fake.add(
+            COMPONENT_RESOURCES.path,
+            sourcedId=f"cr{n}",
+            courseComponent=ref(f"m{n}"),
+            resource=ref("shared"),
+        )
+    client = fake_client(resource_fanout_max=3, oneroster_batch_size=2)
+    with pytest.raises(FanoutTooLarge) as info:
+        courses_linking_resource(client, "shared")
+    assert info.value.context["limit"] == 3
+    assert info.value.context["resource_id"] == "shared"
+    assert not info.value.retryable
+    # 1 link page + component batches of 2 until more than 3 courses: 2 batches, not 4.
+    assert len(fake.api_requests()) == 3
+    assert courses_linking_resource(fake_client(resource_fanout_max=7), "shared") == [
+        f"c{n}" for n in range(1, 8)
+    ]

@@ -5,8 +5,10 @@ from __future__ import annotations
 from typing import Any
 
 import fakeredis
+import pytest
 
 from core.bundle.store import BundleStore
+from core.errors import FanoutTooLarge
 from core.events.validate import validate_event
 from core.keys import Keys
 from core.pipeline.debounce import Debouncer
@@ -29,7 +31,12 @@ def envelope(kind: str, subject: str, course_id: str | None = None, **extra: Any
     )
 
 
-def make(fake_redis: fakeredis.FakeRedis, keys: Keys, upstream: list[str] | None = None) -> Any:
+def make(
+    fake_redis: fakeredis.FakeRedis,
+    keys: Keys,
+    upstream: list[str] | None = None,
+    **options: Any,
+) -> Any:
     store = BundleStore(fake_redis, keys)
     calls: list[str] = []
 
@@ -43,6 +50,7 @@ def make(fake_redis: fakeredis.FakeRedis, keys: Keys, upstream: list[str] | None
         store,
         Debouncer(fake_redis, keys),
         resource_courses_upstream=from_oneroster,
+        **options,
     )
     return intake, store, calls
 
@@ -97,3 +105,27 @@ def test_course_deleted_removes_the_bundle_and_forgets_dirty_marks(
     assert decision.deleted == ["c1"] and decision.rebuilds == []
     assert not fake_redis.exists(keys.dirty("c1"))
     assert store.read("c1") is None
+
+
+@pytest.mark.parametrize("source", ["oneroster", "index"])
+def test_a_resource_in_more_courses_than_the_cap_is_refused_and_marks_nothing(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, source: str
+) -> None:
+    courses = [f"c{n:02d}" for n in range(6)]
+    intake, _store, _ = make(
+        fake_redis, keys, upstream=courses if source == "oneroster" else [], fanout_max=5
+    )
+    if source == "index":
+        fake_redis.sadd(keys.resource_index("r1"), *courses)
+    event = envelope("resource.updated", "r1")
+    with pytest.raises(FanoutTooLarge) as info:
+        intake.handle(event)
+    assert not info.value.retryable
+    assert info.value.context["courses_found"] == 6
+    assert info.value.context["limit"] == 5
+    assert not any(fake_redis.exists(keys.dirty(c)) for c in courses)
+    assert not fake_redis.exists(keys.event_done(event.id))  # a replay with a higher cap works
+    replayed, _store, _ = make(
+        fake_redis, keys, upstream=courses if source == "oneroster" else [], fanout_max=6
+    )
+    assert sorted(c for c, _ in replayed.handle(event).rebuilds) == courses

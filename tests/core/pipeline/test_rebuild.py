@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import fakeredis
+import pytest
 
+from core.bundle.limits import BundleLimits
 from core.bundle.store import BundleStore
-from core.errors import CourseNotFound
+from core.errors import BundleTooLarge, CourseNotFound
 from core.keys import Keys
 from core.oneroster.models import CourseRecords
 from core.pipeline.rebuild import Rebuilder
@@ -41,3 +43,21 @@ def test_probing_an_unknown_id_leaves_no_keys(fake_redis: fakeredis.FakeRedis, k
     out = Rebuilder(store, _missing).rebuild("nobody")
     assert out.outcome == "not_found"
     assert fake_redis.keys(f"{keys.prefix}*") == []
+
+
+def test_a_bundle_over_the_byte_cap_is_refused_and_the_stored_one_kept(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    store = BundleStore(fake_redis, keys)
+    small = Rebuilder(store, lambda _cid: synthetic(units=1, lessons=1, per_lesson=2))
+    kept = small.rebuild("course-1")
+    grown = Rebuilder(
+        store,
+        lambda _cid: synthetic(units=3, lessons=3, per_lesson=10),
+        limits=BundleLimits(max_bytes=kept.raw_size + 1),
+    )
+    with pytest.raises(BundleTooLarge) as caught:
+        grown.rebuild("course-1")
+    assert caught.value.limit == kept.raw_size + 1
+    assert caught.value.size > caught.value.limit
+    assert store.generation("course-1") == kept.generation

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
+import fakeredis
 import httpx
 import pytest
 
@@ -77,3 +78,20 @@ def test_resolve_while_oneroster_is_down_is_503(api: Api) -> None:
     resp = api.client.post(f"{BASE}/resolve", headers=ATTEMPTS)
     assert resp.status_code == 503
     assert resp.headers["content-type"] == "application/problem+json"
+
+
+@pytest.mark.parametrize(
+    "path", ["/v1/attempts/a:b/c", "/v1/attempts/a/b:c", "/v1/attempts/a%3Ab/c"]
+)
+@pytest.mark.parametrize(
+    ("method", "suffix"), [("GET", ""), ("POST", "/resolve"), ("DELETE", "?attempt=1")]
+)
+def test_attempt_ids_with_a_colon_are_422_and_touch_nothing(
+    api: Api, path: str, method: str, suffix: str
+) -> None:
+    """User a:b on c and user a on b:c would share assess:active:a:b:c; both are refused."""
+    resp = api.client.request(method, f"{path}{suffix}", headers=ATTEMPTS)
+    assert resp.status_code == 422
+    assert resp.headers["content-type"] == "application/problem+json"
+    assert api.upstream.derive_calls == 0
+    assert fakeredis.FakeRedis(server=api.server).keys("assess:*") == []
