@@ -40,6 +40,13 @@ class Settings(BaseSettings):
     oneroster_batch_size: int = 100
     oneroster_line_item_suffix: str = "_ali"
 
+    # --- upstream bounds (issue 17): caps on what OneRoster may send; see docs/oneroster.md ---
+    oneroster_max_response_bytes: int = 32 * 1024 * 1024  # one answer's body (decoded)
+    oneroster_max_pages: int = 500  # pages of one list
+    oneroster_max_records: int = 50_000  # records of one list (all pages, deleted ones too)
+    oneroster_token_min_lifetime_s: float = 30.0  # a shorter expires_in counts as this
+    oneroster_max_token_chars: int = 4096  # longest access_token accepted
+
     api_tokens: dict[str, list[str]] = Field(default_factory=dict)
     api_metrics_token: SecretStr | None = None
     api_max_body_bytes: int = 4 * 1024 * 1024

@@ -23,6 +23,7 @@ from core.events.publisher import Publisher, PublishResult
 from core.events.validate import MAX_BATCH, MAX_EVENT_BYTES, parse_batch
 from core.keys import Keys
 from core.logging import get_logger
+from core.redaction import redact, redact_value
 
 DeadLetterSource = Literal["http", "publisher", "worker", "task"]
 PayloadEncoding = Literal["text", "base64"]
@@ -96,11 +97,11 @@ class DeadLetters:
         text, encoding, truncated = encode_payload(payload, self._max_payload_bytes)
         entry = DeadLetter(
             id=uuid.uuid4().hex,
-            reason=_clean_reason(reason),
+            reason=_clean_reason(redact(reason)),
             payload=text,
             received_at=self._clock(),
             source=source,
-            context=_plain(context or {}),
+            context=redact_value(_plain(context or {})),
             attempts=attempts,
             payload_encoding=encoding,
             truncated=truncated,

@@ -13,6 +13,7 @@ from typing import TypeVar, cast
 
 import httpx
 
+from core.oneroster.bounded import BodyReader
 from core.oneroster.models import (
     AssessmentResult,
     ComponentResource,
@@ -31,6 +32,7 @@ from core.oneroster.protocol import (
     OneRosterProtocol,
     Op,
     Send,
+    SendResult,
     Sleep,
 )
 from core.settings import Settings, get_settings
@@ -87,24 +89,45 @@ class AsyncOneRosterClient:
             return await self._token(action.stale)
         raise TypeError(f"unknown action {action!r}")
 
-    async def _send(self, action: Send) -> httpx.Response | httpx.TransportError:
+    async def _send(self, action: Send) -> SendResult:
+        """Stream the answer within the byte cap; the whole request (headers and body) gets the
+        action's budget, silent or trickling."""
         spec = action.request
         with self._counts:
             if spec.purpose == "token":
                 self.token_fetches += 1
             else:
                 self.requests_made += 1
+        reader = BodyReader(action, self.protocol.clock)
+        request = self._http.build_request(
+            spec.method,
+            spec.url,
+            params=list(spec.params),
+            headers=list(spec.headers),
+            data=dict(spec.data) if spec.data is not None else None,
+            timeout=action.timeout,
+        )
         try:
-            return await self._http.request(
-                spec.method,
-                spec.url,
-                params=list(spec.params),
-                headers=list(spec.headers),
-                data=dict(spec.data) if spec.data is not None else None,
-                timeout=action.timeout,
-            )
+            async with asyncio.timeout(action.timeout):
+                return await self._read(request, reader)
+        except TimeoutError:
+            return reader.timed_out(request)
         except httpx.TransportError as exc:
             return exc
+
+    async def _read(self, request: httpx.Request, reader: BodyReader) -> SendResult:
+        streamed = await self._http.send(request, stream=True)
+        try:
+            too_large = reader.check_head(streamed)
+            if too_large is not None:
+                return too_large
+            async for chunk in streamed.aiter_bytes():
+                too_large = reader.add(chunk, streamed)
+                if too_large is not None:
+                    return too_large
+            return reader.response(streamed)
+        finally:
+            await streamed.aclose()
 
     async def _token(self, stale: str | None) -> str:
         if stale is not None:

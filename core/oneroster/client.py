@@ -12,6 +12,7 @@ from typing import TypeVar, cast
 
 import httpx
 
+from core.oneroster.bounded import BodyReader
 from core.oneroster.models import (
     AssessmentResult,
     ComponentResource,
@@ -30,6 +31,7 @@ from core.oneroster.protocol import (
     OneRosterProtocol,
     Op,
     Send,
+    SendResult,
     Sleep,
 )
 from core.settings import Settings, get_settings
@@ -86,22 +88,35 @@ class OneRosterClient:
             return self._token(action.stale)
         raise TypeError(f"unknown action {action!r}")
 
-    def _send(self, action: Send) -> httpx.Response | httpx.TransportError:
+    def _send(self, action: Send) -> SendResult:
+        """Stream the answer: stop at the byte cap, and at the budget between chunks (a silent
+        connection is cut by the read timeout, which never exceeds the budget)."""
         spec = action.request
         with self._counts:
             if spec.purpose == "token":
                 self.token_fetches += 1
             else:
                 self.requests_made += 1
+        reader = BodyReader(action, self.protocol.clock)
         try:
-            return self._http.request(
+            with self._http.stream(
                 spec.method,
                 spec.url,
                 params=list(spec.params),
                 headers=list(spec.headers),
                 data=dict(spec.data) if spec.data is not None else None,
                 timeout=action.timeout,
-            )
+            ) as streamed:
+                too_large = reader.check_head(streamed)
+                if too_large is not None:
+                    return too_large
+                if self.protocol.clock() > reader.ends_at:
+                    return reader.timed_out(streamed.request)
+                for chunk in streamed.iter_bytes():
+                    too_large = reader.add(chunk, streamed)
+                    if too_large is not None:
+                        return too_large
+                return reader.response(streamed)
         except httpx.TransportError as exc:
             return exc
 

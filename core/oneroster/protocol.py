@@ -11,6 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import enum
+import math
 import random
 import re
 import threading
@@ -40,6 +41,7 @@ from core.oneroster.models import (
     Resource,
     TokenResponse,
 )
+from core.redaction import redact, register_secret
 from core.settings import Settings
 
 log = get_logger("core.oneroster")
@@ -117,11 +119,26 @@ class RequestSpec:
 
 @dataclass(frozen=True, slots=True)
 class Send:
-    """Send ``request`` with this timeout; answered with an ``httpx.Response`` or the
-    ``httpx.TransportError`` it raised."""
+    """Send ``request``; answered with an ``httpx.Response`` (body read), the
+    ``httpx.TransportError`` it raised, or :class:`Oversize`.
+
+    ``timeout`` bounds the whole request, headers and body download together (a body that
+    trickles in is given up when it runs out); a body past ``max_bytes`` is not read further.
+    """
 
     request: RequestSpec
     timeout: float
+    max_bytes: int = 32 * 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class Oversize:
+    """The answer to a :class:`Send` whose body was (or declared itself) over ``limit`` bytes."""
+
+    status: int
+    limit: int
+    received: int
+    declared: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,10 +159,13 @@ Action = Send | Sleep | GetToken
 Op = Generator[Action, object, T]
 
 
-def send(request: RequestSpec, timeout: float) -> Op[httpx.Response | httpx.TransportError]:
+SendResult = httpx.Response | httpx.TransportError | Oversize
+
+
+def send(request: RequestSpec, timeout: float, max_bytes: int) -> Op[SendResult]:
     """Yield one :class:`Send` and return its typed answer."""
-    result = yield Send(request, timeout)
-    if not isinstance(result, httpx.Response | httpx.TransportError):
+    result = yield Send(request, timeout, max_bytes)
+    if not isinstance(result, httpx.Response | httpx.TransportError | Oversize):
         raise TypeError(f"Send answered with {type(result).__name__}")
     return result
 
@@ -294,8 +314,8 @@ def parse_imsx(body: bytes) -> ImsxStatus:
     if description is None and isinstance(data, str):
         description = data
     return ImsxStatus(
-        code_major=major,
-        code_minor=tuple(found.get("imsx_codeminor", [])),
+        code_major=_clip(major),
+        code_minor=tuple(_clip(m) or "" for m in found.get("imsx_codeminor", [])),
         description=_clip(description),
     )
 
@@ -332,16 +352,18 @@ def _imsx_from_text(text: str) -> ImsxStatus:
     if major or description:
         minor = tuple(tag("imsx_codeMinorFieldValue")) or tuple(tag("imsx_CodeMinor"))
         return ImsxStatus(
-            code_major=major[0] if major else None,
-            code_minor=minor,
+            code_major=_clip(major[0]) if major else None,
+            code_minor=tuple(_clip(m) or "" for m in minor),
             description=_clip(description[0]) if description else None,
         )
     return ImsxStatus(description=_clip(text))
 
 
 def _clip(text: str | None) -> str | None:
+    """Upstream text fit to quote: secrets masked (before cutting, so none is half-kept), short."""
     if text is None:
         return None
+    text = redact(text)
     return text if len(text) <= _MAX_TEXT else text[: _MAX_TEXT - 3] + "..."
 
 
@@ -366,6 +388,32 @@ def refresh_margin(lifetime: float) -> float:
 def fresh_until(obtained_at: float, lifetime: float) -> float:
     """Clock reading after which a token obtained at ``obtained_at`` must be refreshed."""
     return obtained_at + max(0.0, lifetime) - refresh_margin(lifetime)
+
+
+_TOKEN68 = re.compile(r"[A-Za-z0-9\-._~+/]+=*")
+
+
+def token_problem(token: str, max_chars: int) -> str | None:
+    """Why ``token`` cannot go into an ``Authorization: Bearer`` header, or None when it can:
+    it must be an RFC 7235 token68 of at most ``max_chars`` characters."""
+    if not token:
+        return "empty"
+    if len(token) > max_chars:
+        return f"longer than {max_chars} characters"
+    if _TOKEN68.fullmatch(token) is None:
+        return "not a token68 value"
+    return None
+
+
+def token_lifetime(expires_in: float, floor_s: float) -> float:
+    """The lifetime to cache a token for: ``expires_in``, but never below ``floor_s``.
+
+    A server answering ``expires_in: 0`` (or less) would otherwise cost a token fetch per call;
+    if the token really is dead sooner, the 401 path fetches a new one.
+    """
+    if math.isnan(expires_in):
+        return floor_s
+    return max(floor_s, expires_in)
 
 
 class TokenCache:
@@ -417,7 +465,10 @@ def page_records(body: Any, list_key: str, spec: RequestSpec) -> list[Any]:
     if records is None:
         if any(isinstance(v, list) for v in body.values()):
             raise OneRosterProtocolError(
-                "collection key missing", path=spec.path, expected=list_key, keys=sorted(body)[:10]
+                "collection key missing",
+                path=spec.path,
+                expected=list_key,
+                keys=[_clip(str(k)) for k in sorted(body)[:10]],
             )
         return []
     if not isinstance(records, list):
@@ -437,7 +488,7 @@ def parse_record(model: type[R], raw: Any, spec: RequestSpec) -> R | None:
         raise OneRosterProtocolError(
             f"malformed {model.__name__} record",
             path=spec.path,
-            sourced_id=sourced_id,
+            sourced_id=_clip(str(sourced_id)) if sourced_id is not None else None,
             errors=exc.error_count(),
         ) from exc
 
@@ -476,14 +527,54 @@ class PageCursor:
     (no ``rel="next"`` means last page), then a short page measured against the body ``limit``
     or the ``limit`` asked. The offset always moves by the records received, so a server that
     caps ``limit`` below what was asked is paged correctly.
+
+    A hostile or broken server cannot page forever: :meth:`admit` refuses a page past
+    ``max_pages`` or ``max_records``, and a page that brings no ``sourcedId`` not seen before
+    (offset ignored, the same page again and again).
     """
 
     limit: int
     offset: int = 0
     done: bool = False
+    max_pages: int = 500
+    max_records: int = 50_000
+    pages: int = 0
+    records: int = 0
+    seen: set[str] = field(default_factory=set, repr=False)
 
     def params(self) -> Params:
         return (("limit", str(self.limit)), ("offset", str(self.offset)))
+
+    def admit(self, raw: list[Any], *, path: str) -> None:
+        """Count one page of raw records; :class:`OneRosterProtocolError` when a cap is passed or
+        the page brings nothing new."""
+        self.pages += 1
+        self.records += len(raw)
+        if self.pages > self.max_pages:
+            raise OneRosterProtocolError(
+                "OneRoster list has more pages than allowed",
+                path=path,
+                max_pages=self.max_pages,
+                records=self.records,
+            )
+        if self.records > self.max_records:
+            raise OneRosterProtocolError(
+                "OneRoster list has more records than allowed",
+                path=path,
+                max_records=self.max_records,
+                pages=self.pages,
+            )
+        ids = {r.get("sourcedId") for r in raw if isinstance(r, Mapping)}
+        named = {i for i in ids if isinstance(i, str)}
+        fresh = named - self.seen
+        if named and not fresh:
+            raise OneRosterProtocolError(
+                "OneRoster page brought no new records (offset ignored?)",
+                path=path,
+                page=self.pages,
+                offset=self.offset,
+            )
+        self.seen |= fresh
 
     def advance(self, received: int, *, headers: httpx.Headers, body: object) -> None:
         """Account for a page of ``received`` raw records (deleted ones included)."""
@@ -526,6 +617,7 @@ class OneRosterProtocol:
     def __post_init__(self) -> None:
         self.policy = RetryPolicy.from_settings(self.settings)
         self.tokens = TokenCache(self.clock)
+        register_secret(self.settings.oneroster_client_secret.get_secret_value())
 
     def url(self, path: str) -> str:
         return self.settings.oneroster_base_url.rstrip("/") + path
@@ -536,7 +628,23 @@ class OneRosterProtocol:
         policy, start, attempt = self.policy, self.clock(), 0
         while True:
             attempt += 1
-            result = yield from send(spec, policy.timeout(self.clock() - start))
+            limit = self.settings.oneroster_max_response_bytes
+            result = yield from send(spec, policy.timeout(self.clock() - start), limit)
+            if isinstance(result, Oversize):
+                log.warning(
+                    "oneroster.response_too_large",
+                    path=spec.path,
+                    status=result.status,
+                    limit=result.limit,
+                    received=result.received,
+                    declared=result.declared,
+                )
+                raise OneRosterProtocolError(
+                    "OneRoster answer is larger than allowed",
+                    path=spec.path,
+                    status=result.status,
+                    max_bytes=result.limit,
+                )
             if isinstance(result, httpx.Response):
                 if classify(result.status_code) is not Outcome.RETRY:
                     return result
@@ -618,15 +726,26 @@ class OneRosterProtocol:
             )
         try:
             answer = TokenResponse.model_validate(read_json(response, spec))
-        except (ValidationError, OneRosterProtocolError) as exc:
+        except (ValidationError, OneRosterProtocolError):
+            # Not chained: the validation error would quote the body, token included.
             raise OneRosterAuthError(
                 "OneRoster token endpoint answered without an access_token",
                 status=response.status_code,
-            ) from exc
-        self.tokens.store(answer.access_token, started, answer.expires_in)
+            ) from None
+        problem = token_problem(answer.access_token, s.oneroster_max_token_chars)
+        if problem is not None:
+            raise OneRosterAuthError(
+                "OneRoster token endpoint answered an unusable access_token",
+                status=response.status_code,
+                problem=problem,
+            )
+        register_secret(answer.access_token, rotating=True)
+        lifetime = token_lifetime(answer.expires_in, s.oneroster_token_min_lifetime_s)
+        self.tokens.store(answer.access_token, started, lifetime)
         log.info(
             "oneroster.token_fetched",
             expires_in=answer.expires_in,
+            lifetime_s=lifetime,
             duration_ms=round((self.clock() - started) * 1000),
         )
         return answer.access_token
@@ -660,13 +779,19 @@ class OneRosterProtocol:
         """Every record of a collection (all pages, ``sort=sourcedId``), deleted ones dropped."""
         if filter is not None:
             validate_filter(filter)
-        cursor = PageCursor(limit=page_size or self.settings.oneroster_page_size)
+        s = self.settings
+        cursor = PageCursor(
+            limit=page_size or s.oneroster_page_size,
+            max_pages=s.oneroster_max_pages,
+            max_records=s.oneroster_max_records,
+        )
         records: list[R] = []
         while not cursor.done:
             spec = self._list_spec(collection, filter, cursor.params())
             response = yield from self.request(spec)
             body = read_json(response, spec)
             raw = page_records(body, collection.list_key, spec)
+            cursor.admit(raw, path=spec.path)
             cursor.advance(len(raw), headers=response.headers, body=body)
             for item in raw:
                 record = parse_record(collection.model, item, spec)

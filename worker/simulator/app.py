@@ -20,7 +20,7 @@ from pydantic import ValidationError
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import Response
+from starlette.responses import Response, StreamingResponse
 from starlette.routing import Route
 
 from worker.simulator.catalog import (
@@ -98,6 +98,8 @@ async def _guard(request: Request, kind: str) -> Response | None:
         headers = {}
         if decision.retry_after_s is not None:
             headers["Retry-After"] = str(decision.retry_after_s)
+        if decision.reason == "echo":
+            return await _echo(request, decision.status)
         minor = _FAULT_MINOR.get(decision.status, "internal_server_error")
         return imsx(decision.status, f"injected fault: {decision.reason}", minor, headers)
     if kind == "token" or not sim.options.require_auth:
@@ -112,6 +114,44 @@ async def _guard(request: Request, kind: str) -> Response | None:
             {"WWW-Authenticate": 'Bearer error="invalid_token"'},
         )
     return None
+
+
+async def _echo(request: Request, status: int) -> Response:
+    """An error that quotes the request back, credentials and all (as some servers do)."""
+    body = (await request.body()).decode("latin-1")
+    auth = request.headers.get("authorization", "")
+    description = (
+        f"rejected {request.method} {request.url} (Authorization: {auth}) body {body!r}; "
+        f"token {auth.partition(' ')[2]} unknown"
+    )
+    return imsx(status, description, "invalid_data")
+
+
+_PAD_CHUNK = 64 * 1024
+
+
+def _hostile(request: Request, response: Response) -> Response:
+    """``response`` as the hostile body modes send it: huge (padding) and/or trickling."""
+    s = _state(request).faults.hostile_body(request.url.path)
+    if s is None or not (s.huge_body_bytes or s.slow_body_bps):
+        return response
+    body = bytes(response.body)
+    total = s.huge_body_bytes or len(body)
+    headers = {k: v for k, v in response.headers.items() if k.lower() != "content-length"}
+
+    async def chunks() -> Any:
+        sent = 0
+        while sent < total:
+            if s.slow_body_bps:
+                size = 1
+                await asyncio.sleep(1.0 / s.slow_body_bps)
+            else:
+                size = min(_PAD_CHUNK, total - sent)
+            piece = body[sent : sent + size].ljust(size)  # padded past the real body
+            sent += size
+            yield piece
+
+    return StreamingResponse(chunks(), response.status_code, headers, "application/json")
 
 
 # --- OAuth ---------------------------------------------------------------------------------
@@ -191,6 +231,9 @@ def _list_handler(collection: str) -> Callable[[Request], Awaitable[Response]]:
                 _int_param(request, "limit", sim.options.default_limit, 1), sim.options.max_limit
             )
             offset = _int_param(request, "offset", 0, 0)
+            endless = sim.faults.hostile_body(request.url.path)
+            if endless is not None and endless.endless_pages:
+                offset = 0  # the hostile server ignores offset...
             order = (params.get("orderBy") or "asc").lower()
             if order not in ("asc", "desc"):
                 raise FilterError("orderBy must be asc or desc", value=order)
@@ -223,7 +266,12 @@ def _list_handler(collection: str) -> Callable[[Request], Awaitable[Response]]:
         elif mode == "link" and offset + limit < total:
             nxt = request.url.include_query_params(offset=offset + limit, limit=limit)
             headers["Link"] = f'<{nxt}>; rel="next"'
-        return json_response(body, headers=headers)
+        if endless is not None and endless.endless_pages:
+            nxt = request.url.include_query_params(offset=offset + limit, limit=limit)
+            headers.pop("X-Total-Count", None)
+            body.pop("totalCount", None)
+            headers["Link"] = f'<{nxt}>; rel="next"'  # ...and always has a next page
+        return _hostile(request, json_response(body, headers=headers))
 
     return handler
 
@@ -237,7 +285,7 @@ def _one_handler(collection: str) -> Callable[[Request], Awaitable[Response]]:
         record = _state(request).catalog.get(collection, sourced_id)
         if record is None:
             return imsx(404, f"{SINGULAR[collection]} {sourced_id} not found", "unknownobject")
-        return json_response({SINGULAR[collection]: record})
+        return _hostile(request, json_response({SINGULAR[collection]: record}))
 
     return handler
 

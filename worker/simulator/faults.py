@@ -1,4 +1,5 @@
-"""Fault injection for the simulator: latency, shares of 5xx/429 answers, outages, flapping results.
+"""Fault injection for the simulator: latency, shares of 5xx/429 answers, outages, flapping results,
+and a hostile upstream (endless pages, huge or trickling bodies, errors echoing credentials).
 
 Set through ``POST /_sim/faults`` (the whole configuration is replaced), read with ``GET`` and
 cleared with ``DELETE``. Time is passed in, so decisions are a pure function of settings, the
@@ -35,6 +36,11 @@ class FaultSettings(BaseModel):
     include_token: bool = True  # whether /oauth/token is subject to the faults above
     path_prefixes: list[str] = Field(default_factory=list)  # only these paths (empty: all)
     seed: int | None = None  # seeds the random shares (None: a fixed default stream)
+    # A hostile upstream (tests/faults/test_hostile_upstream.py); path_prefixes apply too.
+    endless_pages: bool = False  # lists ignore offset and always link a next page
+    huge_body_bytes: int = Field(default=0, ge=0)  # reads answer this many bytes (chunked)
+    slow_body_bps: float = Field(default=0.0, ge=0)  # reads trickle out this many bytes a second
+    echo_request: bool = False  # 400 (token: 401) whose description quotes the credentials sent
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,6 +115,8 @@ class FaultInjector:
             delay = s.latency_ms / 1000.0
             if s.jitter_ms:
                 delay += self._rng.uniform(0.0, s.jitter_ms) / 1000.0
+            if s.echo_request:
+                return Decision(delay, 401 if is_token else 400, None, "echo")
             if self._outage_active(now):
                 return Decision(delay, 503, s.retry_after_s, "outage")
             if self._fail_left > 0:
@@ -122,6 +130,16 @@ class FaultInjector:
             if s.throttle_rate and self._rng.random() < s.throttle_rate:
                 return Decision(delay, 429, s.retry_after_s, "throttle_rate")
             return Decision(delay) if delay else NO_FAULT
+
+    def hostile_body(self, path: str) -> FaultSettings | None:
+        """The settings when a read of ``path`` must be answered with a hostile body, else None."""
+        with self._lock:
+            s = self.settings
+            if not (s.endless_pages or s.huge_body_bytes or s.slow_body_bps):
+                return None
+            if s.path_prefixes and not any(path.startswith(p) for p in s.path_prefixes):
+                return None
+            return s
 
     def results_flapping(self, *, now: float) -> bool:
         """Whether this ``assessmentResults`` list request must answer empty (consumes a count)."""
