@@ -163,7 +163,12 @@ def store_all(store: BundleStore, all_records: list[CourseRecords]) -> list[tupl
     for recs in all_records:
         generation = store.next_generation(recs.course.sourcedId)
         result = build_bundle(recs, generation=generation, built_at=now)
-        store.write(result.doc, encode_bundle(result.doc), resource_ids=result.resource_ids)
+        store.write(
+            recs.course.sourcedId,
+            result.doc,
+            encode_bundle(result.doc),
+            resource_ids=result.resource_ids,
+        )
         for unit in result.doc["units"]:
             for lesson in unit["lessons"]:
                 lessons.append((result.doc["courseId"], unit["slug"], lesson["slug"]))

@@ -15,6 +15,8 @@ and dead-letter the rest at once. (R) marks the retryable ones.
     +-- BundleError
     |   +-- CourseNotFound, StaleWrite, LookupMiss, AmbiguousRedirect
     |   +-- BundleTooLarge                the encoded bundle is above CB_BUNDLE_MAX_BYTES
+    |   +-- BundleIdMismatch              a document for another course than the one asked for
+    |   +-- BundleCorrupt             (R) a stored key is damaged; a rebuild was requested
     +-- FlightError
     |   +-- FlightTimeout             (R) a waiter's deadline passed
     |   +-- FlightFailed                  the leader failed (its error as text)
@@ -101,6 +103,19 @@ class CourseNotFound(BundleError):
 
 class StaleWrite(BundleError):
     """A write carried a generation at or below the stored one and was rejected."""
+
+
+class BundleIdMismatch(BundleError):
+    """A bundle document names another course than the one it is written for; nothing was stored."""
+
+
+class BundleCorrupt(BundleError):
+    """A stored key of a course (or an index) is damaged: wrong type, bad checksum, undecodable.
+
+    Retryable: the damaged course is rebuilt (a rebuild was requested when this was reported).
+    """
+
+    retryable = True
 
 
 class LookupMiss(BundleError):

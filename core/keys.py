@@ -36,6 +36,14 @@ class Keys:
         """String: the cross-course index entries this course contributed (to undo them)."""
         return f"{self.course_tag(course_id)}:indexed"
 
+    def course_of_indexes(self, key: str) -> str | None:
+        """The course id in a ``course_indexes`` key (None if the key is not one)."""
+        head, tail = self.course_tag(""), "}:indexed"
+        stem = head[:-1]  # the tag without its closing brace
+        if not key.startswith(stem) or not key.endswith(tail) or len(key) <= len(stem + tail):
+            return None
+        return key[len(stem) : -len(tail)]
+
     def dirty(self, course_id: str) -> str:
         """Hash: the course needs a rebuild (first-dirty and last-dirty times)."""
         return f"{self.course_tag(course_id)}:dirty"

@@ -58,6 +58,11 @@ class Settings(BaseSettings):
     near_cache_check_s: float = 2.0  # backstop: re-check generation at most this often
     near_cache_max_courses: int = 256
 
+    # --- store integrity and near-cache bytes (issue 17) ---
+    # The fence of a course with no live bundle (failed first build, tombstone) expires after this.
+    orphan_fence_ttl_s: int = 24 * 3600
+    near_cache_max_bytes: int = 256 * 1024 * 1024  # bytes the API near cache holds per process
+
     flight_lease_ms: int = 5000
     flight_heartbeat_ms: int = 1000
     flight_wait_s: float = 30.0

@@ -94,12 +94,15 @@ def show(
 ) -> None:
     """Print the stored bundle of a course (JSON)."""
     rt = _runtime()
-    found = rt.store.read(course_id, "identity")
-    if found is None:
-        raise _fail(f"no bundle stored for course {course_id!r}", 2)
-    _meta, data = found
+    try:
+        found = rt.store.read(course_id, "identity")
+        if found is None:
+            raise _fail(f"no bundle stored for course {course_id!r}", 2)
+        _meta, data = found
+        compressed = rt.store.read(course_id, encoding) if encoding != "identity" else None
+    except BundlesError as exc:  # e.g. BundleCorrupt: say what is damaged, not a traceback
+        raise _fail(str(exc), 1) from exc
     if encoding != "identity":
-        compressed = rt.store.read(course_id, encoding)
         size = len(compressed[1]) if compressed else 0
         console.print(f"{encoding}: {size} bytes (raw {len(data)})")
         return

@@ -55,7 +55,9 @@ class Runtime:
 
     @cached_property
     def store(self) -> BundleStore:
-        return BundleStore(self.redis, self.keys)
+        return BundleStore(
+            self.redis, self.keys, orphan_fence_ttl_s=self.settings.orphan_fence_ttl_s
+        )
 
     @cached_property
     def oneroster(self) -> OneRosterClient:

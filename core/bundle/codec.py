@@ -1,13 +1,15 @@
 """Serialise a bundle once into the three wire forms the API serves, plus its strong ETag.
 
 The JSON is produced once by orjson; gzip and zstd compress those exact bytes, so every encoding
-of one bundle decodes to the same document and shares one ETag (a hash of the JSON).
+of one bundle decodes to the same document and shares one ETag (a hash of the JSON). Each stored
+blob also gets a CRC-32 (``blob_checksum``) so damaged bytes are caught before they are served.
 """
 
 from __future__ import annotations
 
 import gzip
 import hashlib
+import zlib
 from dataclasses import dataclass
 from typing import cast
 
@@ -50,6 +52,14 @@ def encode_bundle(doc: BundleDoc) -> EncodedBundle:
 def etag_for(raw_json: bytes) -> str:
     """The strong ETag of a bundle's JSON bytes: a quoted blake2b-128 hex digest."""
     return '"' + hashlib.blake2b(raw_json, digest_size=ETAG_DIGEST_BYTES).hexdigest() + '"'
+
+
+def blob_checksum(data: bytes) -> str:
+    """The checksum kept beside a stored blob: zlib CRC-32 of its exact bytes, in decimal.
+
+    It guards against damage (truncation, flipped bytes), not tampering, so a fast CRC suffices.
+    """
+    return str(zlib.crc32(data))
 
 
 def decode_bundle(data: bytes) -> BundleDoc:

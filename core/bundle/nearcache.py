@@ -5,6 +5,11 @@ lesson, resource, redirect answer) serialised once on first use with its own ETa
 (``announce``) drop an entry at once and raise a per-course floor, so a load that read an older
 generation while the notice arrived is served once but never cached. The cache itself is pure
 memory; ``SwapListener`` at the bottom is the one I/O piece: a thread feeding notices in.
+
+The cache is bounded in courses and in bytes. A course is accounted by what it holds: every
+stored blob it fetched (JSON, and gzip/zstd once asked for), every slice it cut (body and gzip),
+and an estimate of its decoded document and lookup index, ``DECODED_BYTES_PER_JSON_BYTE`` times
+its JSON size. Past either cap the least recently used courses are evicted.
 """
 
 from __future__ import annotations
@@ -30,6 +35,9 @@ log = get_logger(__name__)
 SLICE_GZIP_MIN_BYTES = 4096
 GZIP_LEVEL = 6
 SLICE_ETAG_BYTES = 16
+# Decoded document + BundleIndex per JSON byte: tracemalloc measured 2.8-3.1 on 6 KB-800 KB bundles.
+DECODED_BYTES_PER_JSON_BYTE = 3
+DEFAULT_MAX_BYTES = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +78,7 @@ class CachedBundle:
     """One course at one generation, and the answers already cut from it."""
 
     __slots__ = (
+        "_account",
         "_blobs",
         "_lock",
         "_slices",
@@ -79,6 +88,7 @@ class CachedBundle:
         "generation",
         "index",
         "meta",
+        "nbytes",
         "stale",
     )
 
@@ -101,6 +111,9 @@ class CachedBundle:
         self._blobs: dict[Encoding, bytes] = {"identity": json_bytes}
         self._slices: dict[tuple[str, ...], Slice] = {}
         self._lock = threading.Lock()
+        # Bytes held (see the module docstring); changed under the owning cache's lock once cached.
+        self.nbytes = len(json_bytes) * (1 + DECODED_BYTES_PER_JSON_BYTE)
+        self._account: Callable[[CachedBundle, int], None] | None = None
 
     def blob(self, encoding: Encoding) -> bytes | None:
         """The whole bundle's stored bytes in ``encoding``, if already fetched."""
@@ -109,7 +122,9 @@ class CachedBundle:
     def keep_blob(self, encoding: Encoding, data: bytes) -> None:
         """Remember the stored bytes of another encoding (fetched on its first request)."""
         with self._lock:
+            before = self._blobs.get(encoding)
             self._blobs[encoding] = data
+        self._grew(len(data) - (len(before) if before is not None else 0))
 
     def cut(self, key: tuple[str, ...], make: Callable[[], Any | None]) -> Slice | None:
         """The slice named ``key``, serialised on first use; None (never cached) when absent."""
@@ -121,7 +136,17 @@ class CachedBundle:
             return None
         made = make_slice(self.meta.etag, key, value)
         with self._lock:
-            return self._slices.setdefault(key, made)
+            kept = self._slices.setdefault(key, made)
+        if kept is made:
+            self._grew(len(made.body) + (len(made.gzip) if made.gzip is not None else 0))
+        return kept
+
+    def _grew(self, delta: int) -> None:
+        account = self._account
+        if account is None:
+            self.nbytes += delta
+        else:
+            account(self, delta)
 
     def unit(self, unit_slug: str) -> Slice | None:
         """The unit exactly as in the bundle."""
@@ -168,6 +193,7 @@ class NearCacheStats:
     evictions: int = 0
     resets: int = 0
     not_cached: int = 0
+    bytes: int = 0  # gauge: bytes the cached courses hold now (see the module docstring)
 
 
 class _Expiring:
@@ -201,17 +227,20 @@ class _Expiring:
 
 
 class NearCache:
-    """LRU of ``CachedBundle`` by course (bounded), with the small maps the reader keeps.
+    """LRU of ``CachedBundle`` by course (bounded in courses and bytes), with the reader's maps.
 
     Besides bundles: unknown courses (remembered briefly), slug -> course id, and aggregate
     answers (subject listings). Any swap notice clears the slug map and the aggregates, and
     drops the noticed course's bundle and "unknown" mark.
     """
 
-    def __init__(self, max_courses: int) -> None:
+    def __init__(self, max_courses: int, max_bytes: int = DEFAULT_MAX_BYTES) -> None:
         if max_courses < 1:
             raise ValueError("max_courses must be at least 1")
+        if max_bytes < 1:
+            raise ValueError("max_bytes must be at least 1")
         self.max_courses = max_courses
+        self.max_bytes = max_bytes
         self.stats = NearCacheStats()
         self._lock = threading.Lock()
         self._entries: OrderedDict[str, CachedBundle] = OrderedDict()
@@ -245,12 +274,50 @@ class NearCache:
             if entry.generation < self._floors.get(entry.course_id, 0):
                 self.stats.not_cached += 1
                 return entry
+            if entry.nbytes > self.max_bytes:  # alone past the cap: served, never cached
+                if current is not None:  # nor may the older generation keep being served
+                    del self._entries[entry.course_id]
+                    self._detach(current)
+                self.stats.not_cached += 1
+                return entry
+            if current is not None:
+                self._detach(current)
             self._entries[entry.course_id] = entry
             self._entries.move_to_end(entry.course_id)
-            while len(self._entries) > self.max_courses:
-                self._entries.popitem(last=False)
-                self.stats.evictions += 1
+            entry._account = self._grow
+            self.stats.bytes += entry.nbytes
+            self._evict(keep=entry.course_id)
             return entry
+
+    @property
+    def nbytes(self) -> int:
+        """Bytes the cached courses hold now (what ``max_bytes`` bounds)."""
+        return self.stats.bytes
+
+    def _grow(self, entry: CachedBundle, delta: int) -> None:
+        with self._lock:
+            entry.nbytes += delta
+            if self._entries.get(entry.course_id) is entry:
+                self.stats.bytes += delta
+                self._evict(keep=entry.course_id)
+
+    def _evict(self, *, keep: str) -> None:
+        """Evict least recently used courses (never ``keep``) until both caps hold. Lock held."""
+        entries = self._entries
+        while len(entries) > 1 and (
+            len(entries) > self.max_courses or self.stats.bytes > self.max_bytes
+        ):
+            course_id = next(iter(entries))
+            if course_id == keep:
+                entries.move_to_end(course_id)
+                continue
+            self._detach(entries.pop(course_id))
+            self.stats.evictions += 1
+
+    def _detach(self, entry: CachedBundle) -> None:
+        """Stop accounting ``entry`` (it has left, or is leaving, the cache). Lock held."""
+        entry._account = None
+        self.stats.bytes -= entry.nbytes
 
     def drop(self, course_id: str, *, older_than: int | None = None) -> bool:
         """Drop the course's bundle (only if its generation is below ``older_than``, when given)."""
@@ -259,6 +326,7 @@ class NearCache:
             if entry is None or (older_than is not None and entry.generation >= older_than):
                 return False
             del self._entries[course_id]
+            self._detach(entry)
             return True
 
     def announce(self, course_id: str, generation: int, *, deleted: bool) -> None:
@@ -273,6 +341,7 @@ class NearCache:
             entry = self._entries.get(course_id)
             if entry is not None and (deleted or entry.generation < generation):
                 del self._entries[course_id]
+                self._detach(entry)
             self._missing.pop(course_id)
             self._slugs.clear()
             self._aggregates.clear()
@@ -281,6 +350,8 @@ class NearCache:
         """Forget everything (after the notice channel was lost: notices may have been missed)."""
         with self._lock:
             self.stats.resets += 1
+            for entry in self._entries.values():
+                self._detach(entry)
             self._entries.clear()
             self._floors.clear()
             self._missing.clear()

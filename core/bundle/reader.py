@@ -5,6 +5,10 @@ Hot path (``peek``, ``cached_slug``, ``cached_subject``): memory only, no I/O. E
 loop. A cached course is re-checked against the store's generation (one HMGET) at most once per
 ``check_s``, the backstop for a missed swap notice; a stale one goes through the read-through,
 which refreshes it in the background. Pure of HTTP.
+
+A damaged stored key (``BundleCorrupt`` from the store, or JSON that does not decode) is
+reported once through ``corruption`` (log, counter, rebuild requested) and re-raised, so the
+API answers 503 instead of serving the damage.
 """
 
 from __future__ import annotations
@@ -12,18 +16,20 @@ from __future__ import annotations
 import concurrent.futures
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from core.bundle.codec import decode_bundle
 from core.bundle.index import BundleIndex
+from core.bundle.integrity import CorruptionReporter, RequestRebuild
 from core.bundle.nearcache import CachedBundle, NearCache, Slice, built_epoch, make_slice
 from core.bundle.redirects import AssessmentKind, resolve_assessment_redirect
-from core.bundle.store import BundleMeta, BundleStore, Encoding
-from core.errors import CourseNotFound
+from core.bundle.store import BundleMeta, BundleStore, Encoding, checked_doc
+from core.errors import BundleCorrupt, CourseNotFound
 from core.keys import Keys
 from core.logging import get_logger
+from core.pipeline.debounce import Debouncer
 from core.singleflight.distributed import DistributedFlight, FlightLease
 from core.singleflight.local import SingleFlight
 from core.singleflight.readthrough import Cached, NegativeCache, ReadThrough
@@ -66,9 +72,11 @@ class BundleReader:
         negative: NegativeCache,
         policy: ReaderPolicy | None = None,
         background: concurrent.futures.Executor | None = None,
+        request_rebuild: RequestRebuild | None = None,
         clock: Callable[[], float] = time.monotonic,
         wall: Callable[[], float] = time.time,
     ) -> None:
+        """``request_rebuild`` defaults to the debouncer's dirty mark (reconcile rebuilds it)."""
         self.store = store
         self.cache = cache
         self.policy = policy or ReaderPolicy()
@@ -77,6 +85,9 @@ class BundleReader:
         self._wall = wall
         self._loads: SingleFlight[CachedBundle] = SingleFlight(name="near-cache-load")
         self._stats_lock = threading.Lock()
+        if request_rebuild is None:
+            request_rebuild = _DirtyMark(Debouncer(store.client, keys))
+        self.corruption = CorruptionReporter(request_rebuild, store.repair_index)
         self.source: ReadThrough[CachedBundle] = ReadThrough(
             read=self._read_store,
             build=self._build_course,
@@ -139,7 +150,8 @@ class BundleReader:
         found = self.cached_slug(slug)
         if found is not None:
             return found
-        course_id = self.store.course_id_for_slug(slug)
+        with self._reporting():
+            course_id = self.store.course_id_for_slug(slug)
         now = self._clock()
         if course_id is None:
             self.cache.remember_slug(slug, "", now + self.policy.negative_ttl_s)
@@ -156,7 +168,8 @@ class BundleReader:
             data = entry.blob(encoding)
             if data is not None:
                 return entry, data
-            found = self.store.read(entry.course_id, encoding)
+            with self._reporting():
+                found = self.store.read(entry.course_id, encoding)
             if found is not None and found[0].generation == entry.generation:
                 entry.keep_blob(encoding, found[1])
                 return entry, found[1]
@@ -169,7 +182,11 @@ class BundleReader:
         cached = self.cached_subject(subject)
         if cached is not None:
             return cached
-        metas = self.store.metas(self.store.course_ids_for_subject(subject))
+        damaged: list[BundleCorrupt] = []
+        with self._reporting():
+            metas = self.store.metas(self.store.course_ids_for_subject(subject), damaged=damaged)
+        for exc in damaged:  # left out of the listing; their rebuilds restore them
+            self.corruption.report(exc)
         metas = sorted((m for m in metas if m.subject == subject), key=lambda m: m.slug)
         courses = [_summary(meta) for meta in metas]
         body = {"subject": subject, "courses": courses}
@@ -220,7 +237,8 @@ class BundleReader:
         if entry is not None and not self.is_stale(entry):
             with self._stats_lock:
                 stats.checks += 1
-            generation = self.store.generation(course_id)
+            with self._reporting():
+                generation = self.store.generation(course_id)
             if generation == entry.generation:
                 entry.checked_at = self._clock()
                 return entry
@@ -245,7 +263,20 @@ class BundleReader:
         served.checked_at = self._clock()
         return served
 
+    @contextmanager
+    def _reporting(self) -> Iterator[None]:
+        # The seam for serving a last good version: today a damaged key is an error answer.
+        try:
+            yield
+        except BundleCorrupt as exc:
+            self.corruption.report(exc)
+            raise
+
     def _read_store(self, course_id: str) -> Cached[CachedBundle] | None:
+        with self._reporting():
+            return self._read_store_checked(course_id)
+
+    def _read_store_checked(self, course_id: str) -> Cached[CachedBundle] | None:
         """The stored bundle as a cache entry, reusing the cached one when generations agree."""
         entry = self.cache.get(course_id)
         if entry is not None:
@@ -258,7 +289,19 @@ class BundleReader:
         if found is None:
             return None
         meta, raw = found
-        index = BundleIndex.from_doc(decode_bundle(raw))
+        key = self.store.key_of(course_id)
+        doc = checked_doc(course_id, meta, raw, key=key)
+        try:
+            index = BundleIndex.from_doc(doc)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise BundleCorrupt(
+                "stored bundle is not a bundle document",
+                course_id=course_id,
+                key=key,
+                reason="undecodable",
+                generation=meta.generation,
+                cause=repr(exc),
+            ) from exc
         fresh = CachedBundle(meta, raw, index, checked_at=self._clock())
         return Cached(self.cache.put(fresh), self._aged(meta))
 
@@ -269,6 +312,16 @@ class BundleReader:
     def _aged(self, meta: BundleMeta) -> bool:
         fresh_s = self.policy.fresh_s
         return fresh_s > 0 and self._wall() - built_epoch(meta) > fresh_s
+
+
+class _DirtyMark:
+    """The default ``RequestRebuild``: the debouncer's dirty mark, which reconcile requeues."""
+
+    def __init__(self, debouncer: Debouncer) -> None:
+        self._debouncer = debouncer
+
+    def __call__(self, course_id: str) -> None:
+        self._debouncer.note_dirty(course_id)
 
 
 def _summary(meta: BundleMeta) -> dict[str, Any]:

@@ -10,6 +10,12 @@ course indexes are cross-slot: they are updated after the swap in a WATCH/MULTI 
 guarded by the swapped generation, so they may lag the bundle briefly and, on a Redis Cluster,
 that pipeline is not one transaction (a crash can leave an index entry for the next rebuild or
 the reconciler to repair).
+
+Integrity: a write is refused unless the document is the course it is stored under. Each blob is
+stored with its CRC-32 (``json_crc``, ``gzip_crc``, ``zstd_crc``); a read that finds a damaged key
+(wrong Redis type, unreadable metadata, a bad checksum) raises ``BundleCorrupt`` instead of
+answering with the damage. Writes replace damaged per-course keys, and a damaged cross-course
+index is derived again from the per-course index records (``repair_index``).
 """
 
 from __future__ import annotations
@@ -24,15 +30,16 @@ from typing import Any, Literal, cast
 import orjson
 import redis
 
-from core.bundle.codec import EncodedBundle, decode_bundle
+from core.bundle.codec import EncodedBundle, blob_checksum, decode_bundle
 from core.bundle.model import BundleDoc
-from core.errors import BundleError
+from core.errors import BundleCorrupt, BundleError, BundleIdMismatch
 from core.keys import Keys
 from core.logging import get_logger
 
 Encoding = Literal["identity", "gzip", "zstd"]
 
 _BLOB_FIELD: dict[str, str] = {"identity": "json", "gzip": "gzip", "zstd": "zstd"}
+_CRC_FIELD: dict[str, str] = {"identity": "json_crc", "gzip": "gzip_crc", "zstd": "zstd_crc"}
 _META_FIELDS: tuple[str, ...] = (
     "generation",
     "deleted",
@@ -111,10 +118,27 @@ class _Contribution:
 
     @classmethod
     def loads(cls, raw: bytes | None) -> _Contribution | None:
+        """The remembered contribution; None when absent or unreadable (damage: nothing to undo)."""
         if raw is None:
             return None
-        data = orjson.loads(raw)
-        return cls(str(data["slug"]), str(data["subject"]), frozenset(data["resources"]))
+        try:
+            data = orjson.loads(raw)
+            return cls(
+                str(data["slug"]), str(data["subject"]), frozenset(map(str, data["resources"]))
+            )
+        except (orjson.JSONDecodeError, KeyError, TypeError):
+            return None
+
+    def entries(self, keys: Keys, course_id: str) -> list[tuple[str, str, str | None]]:
+        """Every index entry of this course: (key, set member or hash field, hash value)."""
+        found: list[tuple[str, str, str | None]] = [(keys.courses(), course_id, None)]
+        if self.slug:
+            found.append((keys.slug_index(), self.slug, course_id))
+        if self.subject:
+            found.append((keys.subject_index(self.subject), course_id, None))
+            found.append((keys.subjects(), self.subject, None))
+        found += [(keys.resource_index(rid), course_id, None) for rid in sorted(self.resources)]
+        return found
 
 
 def resource_ids_of(doc: BundleDoc) -> frozenset[str]:
@@ -144,11 +168,48 @@ def _text(value: bytes | None) -> str:
     return value.decode() if value is not None else ""
 
 
-def _meta(values: Sequence[bytes | None]) -> BundleMeta | None:
-    """A ``BundleMeta`` from HMGET values in ``_META_FIELDS`` order; None if absent or deleted."""
+def _is_wrongtype(exc: redis.ResponseError) -> bool:
+    # redis-py prefixes pipeline errors with the command's position, so search, not startswith.
+    return "WRONGTYPE" in str(exc)
+
+
+def _wrongtype(key: str, exc: redis.ResponseError, course_id: str | None = None) -> BundleCorrupt:
+    context: dict[str, Any] = {"key": key, "reason": "wrongtype"}
+    if course_id is not None:
+        context["course_id"] = course_id
+    return BundleCorrupt("a stored key holds the wrong Redis type", cause=str(exc), **context)
+
+
+def _meta(values: Sequence[bytes | None], course_id: str, key: str) -> BundleMeta | None:
+    """A ``BundleMeta`` from HMGET values in ``_META_FIELDS`` order; None if absent or deleted.
+
+    Raises ``BundleCorrupt`` when the fields are there but unreadable or name another course.
+    """
     got = dict(zip(_META_FIELDS, values, strict=False))
     if got["generation"] is None or got["deleted"] == b"1" or got["course_id"] is None:
         return None
+    try:
+        meta = _parse_meta(got)
+    except (ValueError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
+        raise BundleCorrupt(
+            "stored bundle metadata is unreadable",
+            course_id=course_id,
+            key=key,
+            reason="meta",
+            cause=str(exc),
+        ) from exc
+    if meta.course_id != course_id:
+        raise BundleCorrupt(
+            "stored bundle belongs to another course",
+            course_id=course_id,
+            key=key,
+            reason="other_course",
+            stored_course_id=meta.course_id,
+        )
+    return meta
+
+
+def _parse_meta(got: dict[str, bytes | None]) -> BundleMeta:
     return BundleMeta(
         course_id=_text(got["course_id"]),
         generation=int(_text(got["generation"])),
@@ -168,6 +229,34 @@ def _meta(values: Sequence[bytes | None]) -> BundleMeta | None:
     )
 
 
+def checked_doc(course_id: str, meta: BundleMeta, raw: bytes, *, key: str = "") -> BundleDoc:
+    """Decode stored JSON bytes, insisting they are the bundle ``meta`` describes.
+
+    Raises ``BundleCorrupt`` (reason ``undecodable``) rather than the codec's ``BundleError``, so
+    a damaged stored bundle is never mistaken for unbuildable OneRoster data.
+    """
+    try:
+        doc = decode_bundle(raw)
+    except BundleError as exc:
+        raise BundleCorrupt(
+            "stored bundle does not decode",
+            course_id=course_id,
+            key=key,
+            reason="undecodable",
+            generation=meta.generation,
+            cause=exc.message,
+        ) from exc
+    if doc["courseId"] != course_id or doc["generation"] != meta.generation:
+        raise BundleCorrupt(
+            "stored bundle is not the one its metadata describes",
+            course_id=course_id,
+            key=key,
+            reason="undecodable",
+            generation=meta.generation,
+        )
+    return doc
+
+
 def _rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
@@ -175,24 +264,45 @@ def _rfc3339(ts: float) -> str:
 class BundleStore:
     """Fenced, atomic storage of course bundles in Redis, and the indexes that find them."""
 
-    def __init__(self, redis: redis.Redis, keys: Keys, *, tombstone_ttl_s: int = 86400) -> None:
+    def __init__(
+        self,
+        redis: redis.Redis,
+        keys: Keys,
+        *,
+        tombstone_ttl_s: int = 86400,
+        orphan_fence_ttl_s: int = 86400,
+    ) -> None:
         self._redis = redis
         self._keys = keys
         self._tombstone_ttl_s = tombstone_ttl_s
+        self._orphan_fence_ttl_s = orphan_fence_ttl_s
         self._fence = redis.register_script(_lua("next_generation") + _lua("bundle_fence"))
         self._write = redis.register_script(_lua("bundle_write"))
         self._delete = redis.register_script(_lua("next_generation") + _lua("bundle_delete"))
         self._hdel_if_eq = redis.register_script(_lua("hdel_if_eq"))
         self._fence_discard = redis.register_script(_lua("fence_discard"))
 
+    @property
+    def client(self) -> redis.Redis:
+        """The client this store uses (for wiring helpers that share it, e.g. a dirty mark)."""
+        return self._redis
+
+    def key_of(self, course_id: str) -> str:
+        """The key of the course's bundle hash (named in corruption reports)."""
+        return self._keys.bundle(course_id)
+
     # --- writing ------------------------------------------------------------------------------
     def next_generation(self, course_id: str) -> int:
-        """Take the course's next fencing generation (before reading OneRoster for a rebuild)."""
+        """Take the course's next fencing generation (before reading OneRoster for a rebuild).
+
+        A course without a live bundle keeps its fence only ``orphan_fence_ttl_s``.
+        """
         keys = [self._keys.bundle(course_id), self._keys.fence(course_id)]
-        return int(self._fence(keys=keys))
+        return int(self._fence(keys=keys, args=[self._orphan_fence_ttl_s]))
 
     def write(
         self,
+        course_id: str,
         doc: BundleDoc,
         encoded: EncodedBundle,
         *,
@@ -200,11 +310,29 @@ class BundleStore:
         source_modified: str | None = None,
         resource_ids: Iterable[str] = (),
     ) -> WriteResult:
-        """Swap in ``doc`` if its generation beats the stored one; then update indexes, publish."""
+        """Swap in ``doc`` as ``course_id`` if its generation beats the stored one; index, publish.
+
+        Raises ``BundleIdMismatch`` (nothing stored) when the document is another course's: a
+        record OneRoster answered for the wrong id must not replace that other course's bundle.
+        """
         started = time.perf_counter()
-        course_id = doc["courseId"]
-        generation = doc["generation"]
         course = doc["course"]
+        if doc["courseId"] != course_id or course["sourcedId"] != course_id:
+            _log.error(
+                "bundle write refused: document is another course",
+                course_id=course_id,
+                generation=doc["generation"],
+                doc_course_id=doc["courseId"],
+                doc_sourced_id=course["sourcedId"],
+                outcome="id_mismatch",
+            )
+            raise BundleIdMismatch(
+                "bundle document names another course than the one written",
+                course_id=course_id,
+                doc_course_id=doc["courseId"],
+                doc_sourced_id=course["sourcedId"],
+            )
+        generation = doc["generation"]
         fields: dict[str, Any] = {
             "deleted": "0",
             "deleted_at": "",
@@ -225,13 +353,15 @@ class BundleStore:
             "json": encoded.json,
             "gzip": encoded.gzip,
             "zstd": encoded.zstd,
+            "json_crc": blob_checksum(encoded.json),
+            "gzip_crc": blob_checksum(encoded.gzip),
+            "zstd_crc": blob_checksum(encoded.zstd),
         }
         args: list[Any] = [generation]
         for name, value in fields.items():
             args += [name, value]
-        stored, stored_generation = cast(
-            list[int], self._write(keys=[self._keys.bundle(course_id)], args=args)
-        )
+        keys = [self._keys.bundle(course_id), self._keys.fence(course_id)]
+        stored, stored_generation = cast(list[int], self._write(keys=keys, args=args))
         result = WriteResult(bool(stored), generation, int(stored_generation))
         if not result.stored:
             _log.info(
@@ -275,7 +405,11 @@ class BundleStore:
         Returns True when a live bundle was removed.
         """
         keys = [self._keys.bundle(course_id), self._keys.fence(course_id)]
-        args: list[str | int] = [_rfc3339(time.time()), self._tombstone_ttl_s]
+        args: list[str | int] = [
+            _rfc3339(time.time()),
+            self._tombstone_ttl_s,
+            self._orphan_fence_ttl_s,
+        ]
         generation, was_live = cast(list[int], self._delete(keys=keys, args=args))
         self._sync_indexes(course_id, int(generation), None)
         self._publish(course_id, int(generation), deleted=True)
@@ -301,6 +435,7 @@ class BundleStore:
         bundle_key = self._keys.bundle(course_id)
         record_key = self._keys.course_indexes(course_id)
         for _ in range(_INDEX_ATTEMPTS):
+            old: _Contribution | None = None
             with self._redis.pipeline(transaction=True) as pipe:
                 try:
                     _watch(pipe, bundle_key, record_key)
@@ -308,6 +443,15 @@ class BundleStore:
                     if current is None or int(current) != generation:
                         return False
                     old = _Contribution.loads(_opt_bytes(pipe.get(record_key)))
+                    if old is None and pipe.exists(record_key):
+                        _log.warning(
+                            "course index record unreadable; replaced",
+                            course_id=course_id,
+                            generation=generation,
+                            key=record_key,
+                            outcome="corrupt",
+                            reason="undecodable",
+                        )
                     drop_subject = self._watch_subject_drop(pipe, course_id, old, new)
                     if new is not None and new.slug:
                         owner = _opt_bytes(pipe.hget(self._keys.slug_index(), new.slug))
@@ -330,6 +474,9 @@ class BundleStore:
                     return True
                 except redis.WatchError:
                     continue
+                except redis.ResponseError as exc:
+                    if not _is_wrongtype(exc) or not self._repair_damaged(course_id, old, new):
+                        raise
         _log.warning(
             "bundle indexes not updated: kept changing",
             course_id=course_id,
@@ -337,6 +484,70 @@ class BundleStore:
             outcome="index_sync_gave_up",
         )
         return False
+
+    def _repair_damaged(
+        self, course_id: str, old: _Contribution | None, new: _Contribution | None
+    ) -> bool:
+        """After a WRONGTYPE in an index sync: replace every damaged key it touches; True if any."""
+        record_key = self._keys.course_indexes(course_id)
+        expected: dict[str, str] = {record_key: "string"}
+        for contribution in (old, new):
+            if contribution is not None:
+                for key, _member, value in contribution.entries(self._keys, course_id):
+                    expected[key] = "set" if value is None else "hash"
+        names = list(expected)
+        pipe = self._redis.pipeline(transaction=False)
+        for key in names:
+            pipe.type(key)
+        found = [_text(t) if isinstance(t, bytes) else str(t) for t in pipe.execute()]
+        damaged = [k for k, t in zip(names, found, strict=True) if t not in (expected[k], "none")]
+        for key in damaged:
+            if key == record_key:
+                self._redis.delete(key)
+                _log.warning(
+                    "course index record of the wrong type; dropped",
+                    course_id=course_id,
+                    key=key,
+                    outcome="corrupt",
+                    reason="wrongtype",
+                )
+            else:
+                self.repair_index(key)
+        return bool(damaged)
+
+    def repair_index(self, key: str) -> int:
+        """Replace a damaged cross-course index key with entries derived from the course records.
+
+        Each course remembers what it contributed (``course_indexes``), so an index key can be
+        rebuilt without OneRoster. Returns how many entries were restored.
+        """
+        entries: list[tuple[str, str | None]] = []
+        pattern = self._keys.course_indexes("*")
+        record_keys = sorted(self._redis.scan_iter(match=pattern, count=1000))
+        pipe = self._redis.pipeline(transaction=False)
+        for record_key in record_keys:
+            pipe.get(record_key)
+        for record_key, raw in zip(record_keys, pipe.execute(raise_on_error=False), strict=True):
+            found = _Contribution.loads(raw if isinstance(raw, bytes) else None)
+            course_id = self._keys.course_of_indexes(_text(record_key))
+            if found is None or course_id is None:
+                continue
+            entries += [(m, v) for k, m, v in found.entries(self._keys, course_id) if k == key]
+        with self._redis.pipeline(transaction=True) as tx:
+            tx.delete(key)
+            for member, value in entries:
+                if value is None:
+                    tx.sadd(key, member)
+                else:
+                    tx.hset(key, member, value)
+            tx.execute()
+        _log.warning(
+            "damaged index rebuilt from the course records",
+            key=key,
+            entries=len(entries),
+            outcome="index_repaired",
+        )
+        return len(entries)
 
     def _watch_subject_drop(
         self,
@@ -386,53 +597,124 @@ class BundleStore:
         pipe.sadd(keys.courses(), course_id)
 
     # --- reading ------------------------------------------------------------------------------
+    # Every read raises ``BundleCorrupt`` for a damaged key rather than answering with it.
     def generation(self, course_id: str) -> int | None:
         """The stored generation (one HMGET); None when absent or tombstoned."""
-        value, deleted = cast(
-            list[bytes | None],
-            self._redis.hmget(self._keys.bundle(course_id), ["generation", "deleted"]),
-        )
+        key = self._keys.bundle(course_id)
+        try:
+            value, deleted = cast(
+                list[bytes | None], self._redis.hmget(key, ["generation", "deleted"])
+            )
+        except redis.ResponseError as exc:
+            if _is_wrongtype(exc):
+                raise _wrongtype(key, exc, course_id) from exc
+            raise
         if value is None or deleted == b"1":
             return None
+        if not value.isdigit():
+            raise BundleCorrupt(
+                "stored generation is unreadable", course_id=course_id, key=key, reason="meta"
+            )
         return int(value)
 
     def meta(self, course_id: str) -> BundleMeta | None:
         """The stored bundle's metadata, without its bytes."""
-        values = self._redis.hmget(self._keys.bundle(course_id), list(_META_FIELDS))
-        return _meta(cast(list[bytes | None], values))
+        key = self._keys.bundle(course_id)
+        try:
+            values = self._redis.hmget(key, list(_META_FIELDS))
+        except redis.ResponseError as exc:
+            if _is_wrongtype(exc):
+                raise _wrongtype(key, exc, course_id) from exc
+            raise
+        return _meta(cast(list[bytes | None], values), course_id, key)
 
-    def metas(self, course_ids: Sequence[str]) -> list[BundleMeta]:
-        """Metadata of every live bundle among ``course_ids`` (in that order), in one round trip."""
+    def metas(
+        self, course_ids: Sequence[str], *, damaged: list[BundleCorrupt] | None = None
+    ) -> list[BundleMeta]:
+        """Metadata of every live bundle among ``course_ids`` (in that order), in one round trip.
+
+        A damaged course is left out (logged, and appended to ``damaged`` when given), so one bad
+        key cannot take a whole listing or a reconcile pass down.
+        """
         pipe = self._redis.pipeline(transaction=False)
         for course_id in course_ids:
             pipe.hmget(self._keys.bundle(course_id), list(_META_FIELDS))
-        found = (_meta(cast(list[bytes | None], values)) for values in pipe.execute())
-        return [meta for meta in found if meta is not None]
+        found: list[BundleMeta] = []
+        for course_id, values in zip(course_ids, pipe.execute(raise_on_error=False), strict=True):
+            key = self._keys.bundle(course_id)
+            try:
+                if isinstance(values, redis.ResponseError):
+                    if not _is_wrongtype(values):
+                        raise values
+                    raise _wrongtype(key, values, course_id)
+                meta = _meta(cast(list[bytes | None], values), course_id, key)
+            except BundleCorrupt as exc:
+                _log.warning(
+                    "damaged bundle left out of a listing",
+                    course_id=course_id,
+                    key=key,
+                    outcome="corrupt",
+                    reason=exc.context.get("reason"),
+                )
+                if damaged is not None:
+                    damaged.append(exc)
+                continue
+            if meta is not None:
+                found.append(meta)
+        return found
 
     def read(
         self, course_id: str, encoding: Encoding = "identity"
     ) -> tuple[BundleMeta, bytes] | None:
-        """The bundle's bytes in ``encoding`` with their metadata, from one consistent HMGET."""
+        """The bundle's bytes in ``encoding`` with their metadata, from one consistent HMGET.
+
+        The bytes are checked against their stored CRC-32 (bundles stored before checksums
+        existed have none and are passed as they are; ``checked_doc`` still decodes them).
+        """
         blob_field = _BLOB_FIELD.get(encoding)
         if blob_field is None:
             raise BundleError("unknown bundle encoding", course_id=course_id, encoding=encoding)
-        values = cast(
-            list[bytes | None],
-            self._redis.hmget(self._keys.bundle(course_id), [*_META_FIELDS, blob_field]),
-        )
-        meta, blob = _meta(values[:-1]), values[-1]
+        key = self._keys.bundle(course_id)
+        try:
+            values = cast(
+                list[bytes | None],
+                self._redis.hmget(key, [*_META_FIELDS, blob_field, _CRC_FIELD[encoding]]),
+            )
+        except redis.ResponseError as exc:
+            if _is_wrongtype(exc):
+                raise _wrongtype(key, exc, course_id) from exc
+            raise
+        meta, blob, crc = _meta(values[:-2], course_id, key), values[-2], values[-1]
         if meta is None or blob is None:
             return None
+        if crc is not None and blob_checksum(blob) != _text(crc):
+            raise BundleCorrupt(
+                "stored bundle bytes fail their checksum",
+                course_id=course_id,
+                key=key,
+                reason="checksum",
+                encoding=encoding,
+                generation=meta.generation,
+                size=len(blob),
+            )
         return meta, blob
 
     def read_doc(self, course_id: str) -> BundleDoc | None:
-        """The stored bundle, decoded."""
+        """The stored bundle, decoded (``BundleCorrupt`` when it is damaged)."""
         found = self.read(course_id)
-        return decode_bundle(found[1]) if found is not None else None
+        if found is None:
+            return None
+        return checked_doc(course_id, found[0], found[1], key=self._keys.bundle(course_id))
 
     def course_id_for_slug(self, slug: str) -> str | None:
         """The course whose bundle has this slug."""
-        value = cast(bytes | None, self._redis.hget(self._keys.slug_index(), slug))
+        key = self._keys.slug_index()
+        try:
+            value = cast(bytes | None, self._redis.hget(key, slug))
+        except redis.ResponseError as exc:
+            if _is_wrongtype(exc):
+                raise _wrongtype(key, exc) from exc
+            raise
         return value.decode() if value is not None else None
 
     def course_ids_for_subject(self, subject: str) -> list[str]:
@@ -448,5 +730,10 @@ class BundleStore:
         return self._sorted_members(self._keys.courses())
 
     def _sorted_members(self, key: str) -> list[str]:
-        members = cast(set[bytes], self._redis.smembers(key))
+        try:
+            members = cast(set[bytes], self._redis.smembers(key))
+        except redis.ResponseError as exc:
+            if _is_wrongtype(exc):
+                raise _wrongtype(key, exc) from exc
+            raise
         return sorted(member.decode() for member in members)

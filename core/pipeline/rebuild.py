@@ -92,6 +92,7 @@ class Rebuilder:
         encoded = encode_bundle(result.doc)
         build_ms = (time.process_time() - cpu) * 1000
         written = self._store.write(
+            course_id,
             result.doc,
             encoded,
             upstream_requests=records.upstream_requests,

@@ -11,6 +11,7 @@ import redis
 from core.bundle.codec import EncodedBundle, decode_bundle, encode_bundle, etag_for
 from core.bundle.model import BundleDoc
 from core.bundle.store import BundleStore
+from core.errors import BundleCorrupt
 from core.keys import Keys
 from tests.core.bundle.test_codec import make_doc
 
@@ -22,7 +23,7 @@ def test_write_read_index_and_delete(real_redis: redis.Redis, keys: Keys) -> Non
     doc = make_doc(generation=store.next_generation("course-42"))
     encoded = encode_bundle(doc)
 
-    assert store.write(doc, encoded).stored
+    assert store.write(doc["courseId"], doc, encoded).stored
     found = store.read("course-42", "zstd")
     assert found is not None and found[1] == encoded.zstd
     assert store.read_doc("course-42") == doc
@@ -31,7 +32,7 @@ def test_write_read_index_and_delete(real_redis: redis.Redis, keys: Keys) -> Non
     assert store.course_ids_for_resource("course-42-r1.2.3") == ["course-42"]
 
     late = store.next_generation("course-42") - 1  # below the next one: stale
-    assert store.write({**doc, "generation": late}, encoded).stored is False
+    assert store.write(doc["courseId"], {**doc, "generation": late}, encoded).stored is False
 
     assert store.delete("course-42") is True
     assert store.read("course-42") is None
@@ -60,7 +61,7 @@ def test_racing_writers_leave_the_highest_generation_and_its_indexes(
         store = BundleStore(real_redis, keys)
         for g in mine:
             doc, encoded = bundles[g]
-            store.write(doc, encoded, resource_ids=["shared", f"extra-{g}"])
+            store.write(doc["courseId"], doc, encoded, resource_ids=["shared", f"extra-{g}"])
 
     def reader() -> None:
         store = BundleStore(real_redis, keys)
@@ -95,3 +96,42 @@ def test_racing_writers_leave_the_highest_generation_and_its_indexes(
     assert store.course_ids_for_resource("shared") == ["course-42"]
     assert store.course_ids_for_resource("extra-120") == ["course-42"]
     assert [g for g in range(1, 120) if store.course_ids_for_resource(f"extra-{g}")] == []
+
+
+def test_orphan_fences_expire_and_a_stored_write_keeps_them(
+    real_redis: redis.Redis, keys: Keys
+) -> None:
+    store = BundleStore(real_redis, keys)
+    store.next_generation("failed-first-build")
+    assert 0 < real_redis.ttl(keys.fence("failed-first-build")) <= 86400
+    store.delete("never-existed")
+    assert all(real_redis.ttl(k) > 0 for k in real_redis.keys(f"{keys.prefix}{{course:never*"))
+    doc = make_doc("course-42", store.next_generation("course-42"))
+    assert real_redis.ttl(keys.fence("course-42")) > 0
+    assert store.write("course-42", doc, encode_bundle(doc)).stored
+    assert real_redis.ttl(keys.fence("course-42")) == -1
+    store.delete("course-42")
+    assert real_redis.ttl(keys.fence("course-42")) > 0
+
+
+def test_damaged_keys_are_refused_and_replaced_by_the_next_write(
+    real_redis: redis.Redis, keys: Keys
+) -> None:
+    store = BundleStore(real_redis, keys)
+    doc = make_doc("course-42", store.next_generation("course-42"))
+    store.write("course-42", doc, encode_bundle(doc))
+    real_redis.hset(keys.bundle("course-42"), "gzip", b"\x1f\x8b broken")
+    with pytest.raises(BundleCorrupt):
+        store.read("course-42", "gzip")
+    real_redis.delete(keys.bundle("course-42"), keys.fence("course-42"), keys.slug_index())
+    real_redis.set(keys.bundle("course-42"), b"string where a hash belongs")
+    real_redis.hset(keys.fence("course-42"), "hash", "where a counter belongs")
+    real_redis.set(keys.slug_index(), b"string where a hash belongs")
+    with pytest.raises(BundleCorrupt):
+        store.meta("course-42")
+    with pytest.raises(BundleCorrupt):
+        store.course_id_for_slug("cc-sixth-grade-math")
+    again = make_doc("course-42", store.next_generation("course-42"))
+    assert store.write("course-42", again, encode_bundle(again)).stored
+    assert store.read_doc("course-42") == again
+    assert store.course_id_for_slug("cc-sixth-grade-math") == "course-42"

@@ -23,6 +23,7 @@ from core.errors import (
     AmbiguousRedirect,
     AttemptConflict,
     BrokerUnavailable,
+    BundleCorrupt,
     BundleError,
     BundlesError,
     CourseNotFound,
@@ -37,6 +38,7 @@ from core.errors import (
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 TYPE_BASE = "urn:course-bundles:problem:"
 RETRY_AFTER_S = "1"
+CORRUPT_RETRY_AFTER_S = "5"  # a damaged bundle waits for its rebuild, not for a moment
 
 _TITLES: dict[int, str] = {
     400: "Bad Request",
@@ -218,6 +220,13 @@ def map_core_error(exc: BundlesError) -> ProblemError:
         )
     if isinstance(exc, OneRosterError):
         return ProblemError(502, "OneRoster answered with an error", kind="upstream-error")
+    if isinstance(exc, BundleCorrupt):
+        return ProblemError(
+            503,
+            "the stored bundle is damaged; a rebuild was requested, retry",
+            kind="bundle-corrupt",
+            headers={"Retry-After": CORRUPT_RETRY_AFTER_S},
+        )
     if isinstance(exc, BundleError):
         return ProblemError(
             502, "the course's OneRoster data cannot be built into a bundle", kind="unbuildable"

@@ -244,3 +244,60 @@ def test_listener_reconnects_and_clears_after_losing_the_channel() -> None:
         assert cache.stats.resets >= 1
     finally:
         listener.stop()
+
+
+# --- the byte bound ----------------------------------------------------------------------------
+def test_the_cache_is_bounded_in_bytes_evicting_least_recently_used() -> None:
+    one = entry("a", lessons=20).nbytes
+    cache = NearCache(100, max_bytes=int(one * 2.5))  # room for two such courses, not three
+    for name in ("a", "b", "c"):
+        cache.put(entry(name, lessons=20))
+        cache.get("a")  # a stays the most recently used
+    assert "a" in cache and "c" in cache and "b" not in cache
+    assert cache.nbytes <= cache.max_bytes
+    assert cache.nbytes == cache.get("a").nbytes + cache.get("c").nbytes  # type: ignore[union-attr]
+
+
+def test_bytes_count_blobs_and_slices_added_after_caching() -> None:
+    cache = NearCache(10)
+    cached = cache.put(entry("a", lessons=3))
+    start = cache.nbytes
+    assert start == cached.nbytes > len(cached.blob("identity") or b"")
+    cached.keep_blob("gzip", b"x" * 1000)
+    piece = cached.lesson("u", "l0")
+    assert piece is not None
+    assert cache.nbytes == start + 1000 + len(piece.body)
+    cached.lesson("u", "l0")  # cut once: counted once
+    assert cache.nbytes == start + 1000 + len(piece.body)
+
+
+def test_growth_past_the_cap_evicts_other_courses() -> None:
+    small = entry("a").nbytes
+    cache = NearCache(10, max_bytes=small * 3)
+    cache.put(entry("a"))
+    grower = cache.put(entry("b"))
+    grower.keep_blob("zstd", b"z" * small * 2)
+    assert "a" not in cache and "b" in cache
+    assert cache.nbytes == grower.nbytes
+
+
+def test_a_course_larger_than_the_cap_is_served_but_not_cached() -> None:
+    small = entry("a", generation=1)
+    cache = NearCache(10, max_bytes=small.nbytes * 2)
+    cache.put(small)
+    big = entry("a", generation=2, lessons=40)
+    assert cache.put(big) is big
+    assert "a" not in cache  # nor is the older generation served from memory any longer
+    assert cache.nbytes == 0
+
+
+def test_dropped_notified_and_cleared_courses_release_their_bytes() -> None:
+    cache = NearCache(10)
+    cache.put(entry("a"))
+    cache.put(entry("b"))
+    cache.put(entry("c"))
+    cache.drop("a")
+    cache.announce("b", 5, deleted=False)
+    assert cache.nbytes == cache.get("c").nbytes  # type: ignore[union-attr]
+    cache.clear()
+    assert cache.nbytes == 0

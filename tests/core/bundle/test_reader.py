@@ -18,10 +18,17 @@ from core.bundle.builder import build_bundle
 from core.bundle.codec import encode_bundle
 from core.bundle.nearcache import NearCache
 from core.bundle.reader import BundleReader, ReaderPolicy
-from core.bundle.store import BundleStore
-from core.errors import AmbiguousRedirect, CourseNotFound, LookupMiss, OneRosterUnavailable
+from core.bundle.store import BundleStore, Encoding
+from core.errors import (
+    AmbiguousRedirect,
+    BundleCorrupt,
+    CourseNotFound,
+    LookupMiss,
+    OneRosterUnavailable,
+)
 from core.keys import Keys
 from core.oneroster.models import CourseRecords
+from core.pipeline.debounce import Debouncer
 from core.singleflight.distributed import DistributedFlight
 from core.singleflight.readthrough import NegativeCache
 from tests.core.bundle.records import Catalog, course
@@ -72,7 +79,7 @@ class Upstream:
         generation = self.store.next_generation(recs.course.sourcedId)
         when = built_at or self.built_at or dt.datetime.now(dt.UTC)
         doc = build_bundle(recs, generation=generation, built_at=when).doc
-        assert self.store.write(doc, encode_bundle(doc)).stored
+        assert self.store.write(doc["courseId"], doc, encode_bundle(doc)).stored
         return generation
 
 
@@ -107,6 +114,8 @@ class Harness:
     upstream: Upstream
     clock: Clock
     cache: NearCache
+    redis: fakeredis.FakeRedis
+    keys: Keys
 
 
 @pytest.fixture
@@ -139,7 +148,7 @@ def make(server: fakeredis.FakeServer, keys: Keys) -> Any:
             background=pool,
             clock=clock,
         )
-        return Harness(reader, store, upstream, clock, cache)
+        return Harness(reader, store, upstream, clock, cache, client, keys)
 
     yield make
     for pool in pools:
@@ -291,3 +300,89 @@ def test_redirects_resolve_from_the_cached_bundle(make: Any) -> None:
         h.reader.redirect(
             loaded, subject="math", course_slug="algebra", unit_slug="u0", kind="quiz", slug="x"
         )
+
+
+# --- damaged stored data ---------------------------------------------------------------------
+def _garble(h: Harness, course_id: str, field: str) -> None:
+    client, key = h.redis, h.keys.bundle(course_id)
+    good = client.hget(key, field)
+    assert isinstance(good, bytes)
+    client.hset(key, field, good[: len(good) // 2])
+
+
+def test_a_damaged_bundle_is_refused_reported_once_and_marked_for_rebuild(make: Any) -> None:
+    asked: list[str] = []
+    h = make()
+    h.reader = BundleReader(
+        h.store,
+        h.cache,
+        keys=h.reader.source.flight.keys,
+        build=h.upstream.build,
+        flight=h.reader.source.flight,
+        negative=h.reader.source.negative,
+        request_rebuild=asked.append,
+    )
+    h.upstream.write(records())
+    _garble(h, "course-1", "json")
+    reports = h.reader.corruption.stats.reports
+    for _ in range(3):
+        with pytest.raises(BundleCorrupt):
+            h.reader.load("course-1")
+    assert asked == ["course-1"]
+    assert h.reader.corruption.stats.reports == reports + 1
+    assert "course-1" not in h.cache
+
+
+def test_by_default_a_damaged_course_is_marked_dirty(make: Any, keys: Keys) -> None:
+    h = make()
+    h.upstream.write(records())
+    _garble(h, "course-1", "json")
+    with pytest.raises(BundleCorrupt):
+        h.reader.load("course-1")
+    assert Debouncer(h.redis, keys).is_dirty("course-1")
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "zstd"])
+def test_damaged_compressed_bytes_are_never_handed_out(make: Any, encoding: Encoding) -> None:
+    h = make()
+    h.upstream.write(records())
+    entry = h.reader.load("course-1")
+    _garble(h, "course-1", encoding)
+    with pytest.raises(BundleCorrupt):
+        h.reader.blob(entry, encoding)
+    assert entry.blob(encoding) is None
+
+
+def test_a_bundle_key_of_the_wrong_type_fails_the_backstop_check(make: Any) -> None:
+    h = make()
+    h.upstream.write(records())
+    h.reader.load("course-1")
+    key = h.keys.bundle("course-1")
+    h.redis.delete(key)
+    h.redis.set(key, b"not a hash")
+    h.clock.now += 5  # past check_s: the next read asks Redis
+    assert h.reader.peek("course-1") is None
+    with pytest.raises(BundleCorrupt):
+        h.reader.load("course-1")
+
+
+def test_a_damaged_slug_index_is_refused_then_rebuilt_from_the_course_records(
+    make: Any, keys: Keys
+) -> None:
+    h = make()
+    h.upstream.write(records(slug="algebra"))
+    h.redis.delete(keys.slug_index())
+    h.redis.set(keys.slug_index(), b"garbage")
+    with pytest.raises(BundleCorrupt):
+        h.reader.resolve_slug("algebra")
+    assert h.reader.resolve_slug("algebra") == "course-1"
+
+
+def test_a_damaged_course_is_left_out_of_its_subject_listing(make: Any, keys: Keys) -> None:
+    h = make()
+    h.upstream.write(records("c1", slug="alpha"))
+    h.upstream.write(records("c2", slug="beta"))
+    h.redis.hset(h.keys.bundle("c2"), "generation", "bogus")
+    listing = h.reader.subject("math")
+    assert [c["courseId"] for c in orjson.loads(listing.slice.body)["courses"]] == ["c1"]
+    assert Debouncer(h.redis, keys).is_dirty("c2")

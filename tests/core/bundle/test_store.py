@@ -25,7 +25,7 @@ def store(fake_redis: fakeredis.FakeRedis, keys: Keys) -> BundleStore:
 
 
 def put(store: BundleStore, doc: BundleDoc, **kwargs: Any) -> WriteResult:
-    return store.write(doc, encode_bundle(doc), **kwargs)
+    return store.write(doc["courseId"], doc, encode_bundle(doc), **kwargs)
 
 
 def with_generation(doc: BundleDoc, generation: int) -> BundleDoc:
@@ -37,7 +37,7 @@ def with_generation(doc: BundleDoc, generation: int) -> BundleDoc:
 def test_written_bundle_reads_back_in_each_encoding(store: BundleStore, encoding: Encoding) -> None:
     doc = make_doc(generation=3)
     encoded = encode_bundle(doc)
-    assert store.write(doc, encoded) == WriteResult(True, 3, 3)
+    assert store.write(doc["courseId"], doc, encoded) == WriteResult(True, 3, 3)
 
     found = store.read("course-42", encoding)
 
@@ -53,7 +53,9 @@ def test_written_bundle_reads_back_in_each_encoding(store: BundleStore, encoding
 def test_meta_describes_the_stored_bundle(store: BundleStore) -> None:
     doc = make_doc(generation=7)
     encoded = encode_bundle(doc)
-    store.write(doc, encoded, upstream_requests=12, source_modified="2026-11-20T08:00:00Z")
+    store.write(
+        doc["courseId"], doc, encoded, upstream_requests=12, source_modified="2026-11-20T08:00:00Z"
+    )
 
     meta = store.meta("course-42")
 
@@ -410,10 +412,14 @@ def test_an_older_writers_late_index_update_does_not_undo_a_newer_one(keys: Keys
     def newer_rebuild_wins_the_race() -> None:
         # Runs right after the slow writer's swap, before its index update.
         if not raced and fast.generation("course-42") == 2:
-            raced.append(fast.write(newer, encode_bundle(newer), resource_ids=["r-new"]).stored)
+            raced.append(
+                fast.write(
+                    newer["courseId"], newer, encode_bundle(newer), resource_ids=["r-new"]
+                ).stored
+            )
 
     slow_client.between = newer_rebuild_wins_the_race
-    assert slow.write(older, encode_bundle(older), resource_ids=["r-old"]).stored
+    assert slow.write(older["courseId"], older, encode_bundle(older), resource_ids=["r-old"]).stored
 
     assert raced == [True]
     assert fast.course_id_for_slug("new-slug") == "course-42"

@@ -29,7 +29,7 @@ def test_any_write_order_leaves_the_highest_generation_and_its_bytes(order: list
     highest = 0
     for generation in order:
         doc, encoded = _bundle(generation)
-        result = store.write(doc, encoded)
+        result = store.write(doc["courseId"], doc, encoded)
         assert result.stored == (generation > highest)
         highest = max(highest, generation)
         assert result.stored_generation == highest
@@ -56,7 +56,7 @@ def test_rebuilds_fenced_before_a_delete_never_resurrect_the_course(
 
     for generation in data.draw(st.permutations(taken)):
         doc, encoded = _bundle(generation)
-        assert store.write(doc, encoded).stored is False
+        assert store.write(doc["courseId"], doc, encoded).stored is False
 
     assert store.read("course-42") is None
     assert store.all_course_ids() == []

@@ -7,7 +7,7 @@ import pytest
 
 from core.bundle.limits import BundleLimits
 from core.bundle.store import BundleStore
-from core.errors import BundleTooLarge, CourseNotFound
+from core.errors import BundleIdMismatch, BundleTooLarge, CourseNotFound
 from core.keys import Keys
 from core.oneroster.models import CourseRecords
 from core.pipeline.rebuild import Rebuilder
@@ -61,3 +61,21 @@ def test_a_bundle_over_the_byte_cap_is_refused_and_the_stored_one_kept(
     assert caught.value.limit == kept.raw_size + 1
     assert caught.value.size > caught.value.limit
     assert store.generation("course-1") == kept.generation
+
+
+def test_an_answer_for_another_course_replaces_nothing(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    store = BundleStore(fake_redis, keys)
+    course_1 = synthetic(units=1, lessons=1, per_lesson=2)
+    assert course_1.course.sourcedId == "course-1"
+    Rebuilder(store, lambda _cid: course_1).rebuild("course-1")
+    before = store.meta("course-1")
+    assert before is not None
+    # OneRoster answers a read of course-9 with course-1's record.
+    with pytest.raises(BundleIdMismatch):
+        Rebuilder(store, lambda _cid: course_1).rebuild("course-9")
+    assert store.meta("course-1") == before
+    assert store.course_id_for_slug(before.slug) == "course-1"
+    assert store.read("course-9") is None
+    assert fake_redis.ttl(keys.fence("course-9")) > 0

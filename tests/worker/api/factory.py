@@ -48,6 +48,11 @@ def store_course(
     generation = store.next_generation(recs.course.sourcedId)
     when = built_at or dt.datetime.now(dt.UTC)
     result = build_bundle(recs, generation=generation, built_at=when)
-    written = store.write(result.doc, encode_bundle(result.doc), resource_ids=result.resource_ids)
+    written = store.write(
+        recs.course.sourcedId,
+        result.doc,
+        encode_bundle(result.doc),
+        resource_ids=result.resource_ids,
+    )
     assert written.stored
     return result.doc
