@@ -24,7 +24,7 @@ from core.events.validate import MAX_BATCH, MAX_EVENT_BYTES, parse_batch
 from core.keys import Keys
 from core.logging import get_logger
 
-DeadLetterSource = Literal["http", "publisher", "worker", "task"]
+DeadLetterSource = Literal["http", "publisher", "worker", "task", "broker"]
 PayloadEncoding = Literal["text", "base64"]
 
 MAX_REASON_CHARS: Final = 4000
