@@ -133,11 +133,17 @@ def test_a_body_that_is_not_args_kwargs_embed_is_refused(body: bytes, words: str
     assert words in verdict.detail
 
 
-def test_a_body_nested_too_deep_for_the_pool_decoder_is_refused() -> None:
+def test_an_event_nested_deeper_than_events_md_allows_is_left_to_handle_event() -> None:
     deep: Any = "leaf"
-    for _ in range(MAX_DEPTH + 5):
-        deep = [deep]
-    verdict = rejected(raw(call([deep])))
+    for _ in range(200):
+        deep = {"d": deep}
+    assert check_message(raw(call([deep])), our_tasks(), max_bytes=MAX_BYTES) is None
+
+
+def test_a_body_nested_too_deep_for_the_pool_decoder_is_refused() -> None:
+    levels = MAX_DEPTH + 5  # orjson cannot encode this deep, so the body is written by hand
+    body = b"[[" + b"[" * levels + b'"leaf"' + b"]" * levels + b"], {}, {}]"
+    verdict = rejected(raw(body))
     assert verdict.code == "shape"
     assert "deeper" in verdict.detail
 
