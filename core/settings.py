@@ -90,6 +90,10 @@ class Settings(BaseSettings):
     task_time_limit_s: int = 150
     broker_visibility_timeout_s: int = 180  # past the hard time limit: crashed workers only
 
+    # Broker message guard and worker recycling (worker/guard.py, docs/celery.md).
+    broker_message_max_bytes: int = 4 * 1024 * 1024  # a task message body (an event is <= 64 KiB)
+    worker_max_memory_per_child_kb: int = 512 * 1024  # a pool process past this is replaced; 0: off
+
     attempt_state_ttl_s: int = 7 * 24 * 3600
     attempt_pointer_template: str = "assess:active:{userId}:{resourceId}"
     attempt_state_template: str = "assess:state:{userId}:{resourceId}:{attemptNumber}"

@@ -79,6 +79,10 @@ def celery_config(settings: Settings) -> dict[str, Any]:
         "task_reject_on_worker_lost": True,
         "task_acks_on_failure_or_timeout": True,
         "worker_prefetch_multiplier": 1,
+        # Every message is checked before Celery reads it; what is not a call of our task is
+        # dead-lettered and acknowledged instead of stopping the worker (worker/guard.py).
+        "worker_consumer": "worker.guard:GuardedConsumer",
+        "worker_max_memory_per_child": settings.worker_max_memory_per_child_kb or None,
         "task_soft_time_limit": settings.task_soft_time_limit_s,
         "task_time_limit": settings.task_time_limit_s,
         "worker_cancel_long_running_tasks_on_connection_loss": True,
@@ -107,7 +111,11 @@ def celery_config(settings: Settings) -> dict[str, Any]:
 def create_app(settings: Settings | None = None) -> Celery:
     """A configured Celery app with our tasks registered."""
     settings = settings or get_settings()
-    celery_app = Celery("course_bundles", include=["tasks.events", "tasks.rebuild"])
+    celery_app = Celery(
+        "course_bundles",
+        include=["tasks.events", "tasks.rebuild"],
+        task_cls="worker.guard:GuardedTask",
+    )
     celery_app.conf.update(celery_config(settings))
     return celery_app
 

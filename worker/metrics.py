@@ -43,7 +43,12 @@ SCHEDULE_CLAIMS = Histogram(
 )
 DEAD_LETTERS = Counter(
     "cb_dead_letters_total", "Entries written to the dead-letter store", ["source"]
-)
+)  # http, publisher, worker, task, broker
+BROKER_REJECTED = Counter(
+    "cb_broker_messages_rejected_total",
+    "Broker messages the worker's guard refused (dead-lettered and acknowledged), by reason",
+    ["reason"],
+)  # core.events.message_guard.RejectCode
 RECONCILE_REQUEUED = Counter(
     "cb_reconcile_requeued_total", "Courses requeued by reconcile", ["why"]
 )

@@ -25,7 +25,7 @@ from core.keys import Keys
 from core.logging import get_logger
 from core.redaction import redact, redact_value
 
-DeadLetterSource = Literal["http", "publisher", "worker", "task"]
+DeadLetterSource = Literal["http", "publisher", "worker", "task", "broker"]
 PayloadEncoding = Literal["text", "base64"]
 
 MAX_REASON_CHARS: Final = 4000
