@@ -140,18 +140,22 @@ def test_the_worker_survives_broker_restarts_while_delayed_rebuilds_are_pending(
             with contextlib.suppress(AssertionError):
                 wait_until(lambda: not worker.alive(), timeout=4, what="the worker exiting")
             assert worker.alive(), worker.log()[-3000:]
-            wait_until(
-                lambda b=before: all(
-                    (store.generation(c) or 0) > b[c] and not debouncer.is_dirty(c)
-                    for c in course_ids
-                ),
-                timeout=60,
-                what="the pending rebuilds ran after the restart",
-                on_timeout=system.log_tail,
-            )
+            try:
+                wait_until(
+                    lambda b=before: all(
+                        (store.generation(c) or 0) > b[c] and not debouncer.is_dirty(c)
+                        for c in course_ids
+                    ),
+                    timeout=60,
+                    what="the pending rebuilds ran after the restart",
+                )
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}\n{system.log_tail()}") from None
         assert schedule.size() == 0
     figures.record(SCENARIO, f"worker exits on a {kind} broker restart (rebuilds pending)", 0)
     figures.record(
         SCENARIO, f"{kind} broker down, s (median)", sorted(restarts)[len(restarts) // 2]
     )
-    figures.record(SCENARIO, f"{kind} delayed rebuilds pending at each restart", pending_at_restart)
+    figures.record(
+        SCENARIO, f"{kind} delayed rebuilds pending at each restart", str(pending_at_restart)
+    )
