@@ -21,6 +21,7 @@ and dead-letter the rest at once. (R) marks the retryable ones.
     +-- EventError
     |   +-- InvalidEvent                  breaks the contract (reasons say how)
     |   +-- BrokerUnavailable         (R)
+    |   +-- BacklogFull               (R) the events queue is at CB_EVENT_BACKLOG_MAX
     +-- AttemptError
         +-- NoActiveAttempt, AttemptConflict
 """
@@ -151,6 +152,16 @@ class BrokerUnavailable(EventError):
     """The broker did not take the events; nothing was half-accepted."""
 
     retryable = True
+
+
+class BacklogFull(EventError):
+    """The events queue is at its limit; nothing was queued; retry after ``retry_after_s``."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: int, **context: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **context)
+        self.retry_after_s = retry_after_s
 
 
 # --- attempts --------------------------------------------------------------------------------
