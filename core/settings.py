@@ -66,7 +66,7 @@ class Settings(BaseSettings):
 
     # --- backpressure (issue 18): events backlog, per-token rate limits, cold builds ---------
     # Waiting messages on the broker's events queue past which intake answers 503 (a trimmed
-    # task message is about 1 KiB, see docs/events.md); 0 turns the check off.
+    # task message takes about 1.6 KB of Redis, see docs/events.md); 0 turns the check off.
     event_backlog_max: int = 100_000
     events_rate_per_token: float = 500.0  # events/s per API token and process; 0: unlimited
     events_burst_per_token: int = 5000  # events a token may send at once (a batch of N costs N)
