@@ -69,12 +69,23 @@ def queue(broker_url: str) -> Iterator[str]:
     delete_queue(broker_url, name)
 
 
+def empty_events_queue(broker_url: str) -> None:
+    """Declare the ``events`` queue as Celery does and purge it (deleting it would also drop its
+    binding under a process-wide sender that already declared it, and its messages would be lost).
+    """
+    queue = kombu.Queue(EVENTS_QUEUE, kombu.Exchange(EVENTS_QUEUE), routing_key=EVENTS_QUEUE)
+    with kombu.Connection(broker_url) as conn:
+        bound = queue(conn.default_channel)
+        bound.declare()
+        bound.purge()
+
+
 @pytest.fixture
 def events_queue(broker_url: str) -> Iterator[str]:
-    """The real ``events`` queue (what ``publish_events`` and the CLI send to), emptied after."""
-    delete_queue(broker_url, EVENTS_QUEUE)
+    """The real ``events`` queue (what ``publish_events`` and the CLI send to), emptied around."""
+    empty_events_queue(broker_url)
     yield EVENTS_QUEUE
-    delete_queue(broker_url, EVENTS_QUEUE)
+    empty_events_queue(broker_url)
 
 
 def drain(broker_url: str, queue: str, count: int) -> list[Any]:
