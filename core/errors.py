@@ -25,6 +25,7 @@ and dead-letter the rest at once. (R) marks the retryable ones.
     |   +-- InvalidEvent                  breaks the contract (reasons say how)
     |   +-- BrokerUnavailable         (R)
     |   +-- FanoutTooLarge                a resource event names more courses than allowed
+    |   +-- BacklogFull               (R) the events queue is at CB_EVENT_BACKLOG_MAX
     +-- AttemptError
         +-- NoActiveAttempt, AttemptConflict
 """
@@ -181,6 +182,16 @@ class BrokerUnavailable(EventError):
 
 class FanoutTooLarge(EventError):
     """A resource event would rebuild more courses than ``CB_RESOURCE_FANOUT_MAX``."""
+
+
+class BacklogFull(EventError):
+    """The events queue is at its limit; nothing was queued; retry after ``retry_after_s``."""
+
+    retryable = True
+
+    def __init__(self, message: str, *, retry_after_s: int, **context: Any) -> None:
+        super().__init__(message, retry_after_s=retry_after_s, **context)
+        self.retry_after_s = retry_after_s
 
 
 # --- attempts --------------------------------------------------------------------------------

@@ -86,6 +86,14 @@ class Settings(BaseSettings):
     event_max_bytes: int = 64 * 1024
     event_max_batch: int = 1000
 
+    # --- backpressure (issue 18): events backlog, per-token rate limits, cold builds ---------
+    # Waiting messages on the broker's events queue past which intake answers 503 (a trimmed
+    # task message takes about 1.6 KB of Redis, see docs/events.md); 0 turns the check off.
+    event_backlog_max: int = 100_000
+    events_rate_per_token: float = 500.0  # events/s per API token and process; 0: unlimited
+    events_burst_per_token: int = 5000  # events a token may send at once (a batch of N costs N)
+    cold_builds_per_token: int = 300  # cold builds per minute per API token and process; 0: off
+
     task_soft_time_limit_s: int = 120
     task_time_limit_s: int = 150
     broker_visibility_timeout_s: int = 180  # past the hard time limit: crashed workers only

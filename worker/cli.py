@@ -12,7 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from core.errors import BundlesError, InvalidEvent
+from core.errors import BacklogFull, BundlesError, InvalidEvent
 from core.logging import configure_logging
 from core.settings import get_settings
 
@@ -324,6 +324,12 @@ def events_publish(
             for p in problems or []:
                 err.print(f"  event {p.index}: {'; '.join(p.reasons)}")
         raise typer.Exit(3) from exc
+    except BacklogFull as exc:
+        # The HTTP 503 with Retry-After: nothing was queued; the same file can be sent again.
+        if as_json:
+            _print_json({"error": exc.message, "retryAfter": exc.retry_after_s})
+            raise typer.Exit(4) from exc
+        raise _fail(f"{exc.message} (retry after {exc.retry_after_s} s)", 4) from exc
     except BundlesError as exc:
         raise _fail(str(exc), 4) from exc
     if as_json:

@@ -21,6 +21,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
+import redis
+
 from core.bundle.index import BundleIndex
 from core.bundle.integrity import CorruptionReporter, RequestRebuild
 from core.bundle.nearcache import CachedBundle, NearCache, Slice, built_epoch, make_slice
@@ -81,6 +83,7 @@ class BundleReader:
         self.cache = cache
         self.policy = policy or ReaderPolicy()
         self._build = build
+        self._negative = negative
         self._clock = clock
         self._wall = wall
         self._loads: SingleFlight[CachedBundle] = SingleFlight(name="near-cache-load")
@@ -144,6 +147,17 @@ class BundleReader:
         """``peek`` or else ``load`` (for callers that are already off the event loop)."""
         entry = self.peek(course_id)
         return entry if entry is not None else self.load(course_id)
+
+    def is_cold(self, course_id: str) -> bool:
+        """Whether reading the course now would build it (not cached, stored or known missing).
+
+        One or two Redis reads; only asked after ``peek`` found nothing (the cold-build limit).
+        """
+        if self.cache.get(course_id) is not None or self.cache.is_missing(course_id, self._clock()):
+            return False
+        if self._negative.is_missing(course_id):
+            return False
+        return self.store.generation(course_id) is None
 
     def resolve_slug(self, slug: str) -> str:
         """The course id of ``slug`` (one HGET, remembered); CourseNotFound when none has it."""
@@ -307,7 +321,24 @@ class BundleReader:
 
     def _build_course(self, course_id: str, lease: FlightLease) -> None:
         del lease  # the store's fencing, not the lease, keeps a late build from winning
-        self._build(course_id)
+        if self._negative.is_missing(course_id):
+            # Found unknown by another process after our first look: do not ask upstream again.
+            raise CourseNotFound("course not found (remembered briefly)", course_id=course_id)
+        try:
+            self._build(course_id)
+        except Exception:
+            self._forget_fence(course_id)
+            raise
+
+    def _forget_fence(self, course_id: str) -> None:
+        """After a failed build, drop the fence of a course never stored (nothing to protect).
+
+        Otherwise every id probed during an OneRoster outage would leave a key with no TTL.
+        """
+        try:
+            self.store.discard_fence(course_id)
+        except redis.RedisError as exc:
+            log.warning("fence not dropped", course_id=course_id, error=repr(exc))
 
     def _aged(self, meta: BundleMeta) -> bool:
         fresh_s = self.policy.fresh_s

@@ -1,13 +1,15 @@
 """The concrete event sender: Celery task messages on the broker (Redis or RabbitMQ).
 
 Each envelope becomes one ``handle_event`` task message on the ``events`` queue, published
-through one pooled producer (one connection per batch). On AMQP the app must set
+through one pooled producer (one connection per batch). ``depth()`` reads how many messages wait
+on that queue (the backlog guard's input). On AMQP the app must set
 ``broker_transport_options={"confirm_publish": True}`` so a publish returns only once RabbitMQ
 has taken the message; ``default_sender`` does. Task messages are persistent (delivery mode 2).
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections.abc import Mapping, Sequence
 from typing import Any, Final
@@ -19,6 +21,7 @@ import redis.exceptions
 from kombu.utils.url import maybe_sanitize_url
 
 from core.errors import BrokerUnavailable
+from core.events.backlog import BacklogGuard
 from core.logging import get_logger
 from core.settings import Settings
 
@@ -62,6 +65,40 @@ class CelerySender:
         self._task_name = task_name
         self._queue = queue
 
+    @property
+    def queue(self) -> str:
+        return self._queue
+
+    def depth(self) -> int:
+        """Messages waiting on the queue: a passive ``queue_declare`` on either broker.
+
+        RabbitMQ answers its ``message_count``; kombu's Redis transport sums the ``LLEN`` of the
+        queue's list and its priority sub-lists (``events\x06\x163`` ...). A queue that does
+        not exist yet holds nothing.
+        """
+        try:
+            with self._app.pool.acquire(block=True, timeout=CONNECT_TIMEOUT_S) as conn:
+                conn.ensure_connection(max_retries=1, timeout=CONNECT_TIMEOUT_S)
+                channel = conn.channel()
+                try:
+                    declared = channel.queue_declare(self._queue, passive=True)
+                except conn.channel_errors:
+                    return 0  # NOT_FOUND: never declared, or deleted since
+                finally:
+                    _close_quietly(channel)
+                return int(declared.message_count)
+        except _BROKER_ERRORS as exc:
+            broker = maybe_sanitize_url(str(self._app.conf.broker_url or ""))
+            log.warning(
+                "events.depth_unavailable", broker=broker, queue=self._queue, error=repr(exc)
+            )
+            raise BrokerUnavailable(
+                "the broker did not say how long its events queue is",
+                broker=broker,
+                queue=self._queue,
+                error=repr(exc),
+            ) from exc
+
     def send(self, envelopes: Sequence[Mapping[str, Any]]) -> None:
         """Put every envelope on the broker through one producer, or raise ``BrokerUnavailable``."""
         if not envelopes:
@@ -97,6 +134,11 @@ class CelerySender:
                 sent_before_failure=sent,
                 error=repr(exc),
             ) from exc
+
+
+def _close_quietly(channel: Any) -> None:
+    with contextlib.suppress(*_BROKER_ERRORS):  # a channel closed on NOT_FOUND is gone already
+        channel.close()
 
 
 def broker_transport_options(broker_url: str, *, visibility_timeout_s: int) -> dict[str, Any]:
@@ -141,3 +183,23 @@ def default_sender(settings: Settings) -> CelerySender:
             app = build_publisher_app(key[0], visibility_timeout_s=key[1])
             sender = _senders[key] = CelerySender(app)
         return sender
+
+
+_backlogs: dict[tuple[str, int, int], BacklogGuard] = {}
+
+
+def default_backlog(settings: Settings) -> BacklogGuard | None:
+    """The process-wide backlog guard of the default sender (None: ``CB_EVENT_BACKLOG_MAX=0``)."""
+    if settings.event_backlog_max <= 0:
+        return None
+    sender = default_sender(settings)
+    key = (
+        settings.effective_broker_url,
+        settings.broker_visibility_timeout_s,
+        settings.event_backlog_max,
+    )
+    with _senders_lock:
+        guard = _backlogs.get(key)
+        if guard is None:
+            guard = _backlogs[key] = BacklogGuard(sender, limit=settings.event_backlog_max)
+        return guard

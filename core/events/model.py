@@ -16,7 +16,7 @@ TYPE_PREFIX: Final = "oneroster."
 
 @dataclass(frozen=True, slots=True)
 class CourseEvent:
-    """One valid event; ``raw`` is the original envelope, forwarded to the broker unchanged."""
+    """One valid event; ``raw`` is the envelope as received, ``queued()`` what is sent on."""
 
     id: str
     source: str
@@ -28,6 +28,30 @@ class CourseEvent:
     course_id: str | None
     previous_course_id: str | None
     raw: dict[str, Any]
+
+    def queued(self) -> dict[str, Any]:
+        """The trimmed envelope put on the broker: only what the worker reads, never extra data.
+
+        It is a valid envelope again (the worker validates every message), so ``time`` keeps the
+        producer's text and ``data`` only the course ids.
+        """
+        env: dict[str, Any] = {
+            "specversion": "1.0",
+            "id": self.id,
+            "source": self.source,
+            "type": self.type,
+            "subject": self.subject,
+        }
+        if self.time is not None:
+            env["time"] = self.raw["time"]
+        data: dict[str, str] = {}
+        if self.course_id is not None:
+            data["courseId"] = self.course_id
+        if self.previous_course_id is not None:
+            data["previousCourseId"] = self.previous_course_id
+        if data:
+            env["data"] = data
+        return env
 
 
 def event_type(entity: Entity, action: Action) -> str:

@@ -1,8 +1,9 @@
 """Accepting events: dedupe by id, then put the new ones on the broker, all or nothing.
 
 ``Publisher`` marks each id with ``SET NX EX`` (the 24 h idempotency window), sends only the
-ids it newly marked, and un-marks them if the broker refuses, so the producer's retry is not
-mistaken for a duplicate. ``publish_events`` is what a Python producer imports.
+ids it newly marked (as the trimmed envelope, ``CourseEvent.queued``), and un-marks them if the
+broker refuses or the backlog is full, so the producer's retry is not mistaken for a duplicate.
+``publish_events`` is what a Python producer imports.
 """
 
 from __future__ import annotations
@@ -17,7 +18,8 @@ import orjson
 import redis
 
 from core.errors import BrokerUnavailable, InvalidEvent
-from core.events.broker import default_sender
+from core.events.backlog import BacklogGuard
+from core.events.broker import default_backlog, default_sender
 from core.events.model import CourseEvent
 from core.events.validate import BatchProblem, InvalidBatch, parse_batch
 from core.keys import Keys
@@ -54,14 +56,19 @@ class Publisher:
         sender: EventSender,
         *,
         dedupe_ttl_s: int = 86400,
+        backlog: BacklogGuard | None = None,
     ) -> None:
         self._redis = redis
         self._keys = keys
         self._sender = sender
         self._ttl_s = dedupe_ttl_s
+        self._backlog = backlog
 
     def publish(self, events: Sequence[CourseEvent]) -> PublishResult:
-        """Send the events not seen before; raise ``BrokerUnavailable`` with nothing accepted."""
+        """Send the events not seen before, or raise with nothing accepted.
+
+        ``BrokerUnavailable``: the store or broker failed; ``BacklogFull``: the queue is full.
+        """
         if not events:
             return PublishResult(accepted=0, duplicates=0, accepted_ids=[], duplicate_ids=[])
         started = time.perf_counter()
@@ -78,7 +85,11 @@ class Publisher:
         seen = [event_id for event_id, is_new in zip(firsts, marked, strict=True) if not is_new]
         if new:
             try:
-                self._sender.send([event.raw for event in new])
+                if self._backlog is not None:
+                    self._backlog.check(len(new))
+                self._sender.send([event.queued() for event in new])
+                if self._backlog is not None:
+                    self._backlog.sent(len(new))
             except BaseException:
                 self._unmark([event.id for event in new])
                 raise
@@ -132,7 +143,8 @@ def publish_events(
 ) -> PublishResult:
     """Validate then publish one event or a batch (raw JSON or Python mappings).
 
-    Raises ``InvalidEvent`` / ``InvalidBatch`` (nothing published) or ``BrokerUnavailable``.
+    Raises ``InvalidEvent`` / ``InvalidBatch`` (nothing published), ``BrokerUnavailable`` or
+    ``BacklogFull`` (its ``retry_after_s`` says when to try again).
     """
     settings = settings or get_settings()
     events = parse_payload(
@@ -143,6 +155,7 @@ def publish_events(
         Keys(prefix=settings.key_prefix),
         default_sender(settings),
         dedupe_ttl_s=settings.event_dedupe_ttl_s,
+        backlog=default_backlog(settings),
     )
     return publisher.publish(events)
 

@@ -4,7 +4,13 @@
 -- @script acquire
 -- KEYS[1] lease, KEYS[2] epoch; ARGV[1] token, ARGV[2] lease ms, ARGV[3] epoch ttl ms.
 -- Takes the lease if free and bumps the epoch: {1, new epoch}; else {0, holder's epoch}.
+-- A missing epoch starts at the server clock in milliseconds, so an epoch that expired is never
+-- handed out again: the key needs to live only a little longer than the lease.
 if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  if redis.call('EXISTS', KEYS[2]) == 0 then
+    local now = redis.call('TIME')
+    redis.call('SET', KEYS[2], now[1] .. string.format('%03d', math.floor(now[2] / 1000)))
+  end
   local epoch = redis.call('INCR', KEYS[2])
   redis.call('PEXPIRE', KEYS[2], ARGV[3])
   return {1, epoch}
@@ -12,8 +18,10 @@ end
 return {0, tonumber(redis.call('GET', KEYS[2]) or '0')}
 
 -- @script extend
--- KEYS[1] lease; ARGV[1] token, ARGV[2] lease ms. Compare-and-pexpire: 1 if still ours, else 0.
+-- KEYS[1] lease, KEYS[2] epoch; ARGV[1] token, ARGV[2] lease ms, ARGV[3] epoch ttl ms.
+-- Compare-and-pexpire of the lease, and the epoch with it: 1 if still ours, else 0.
 if redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('PEXPIRE', KEYS[2], ARGV[3])
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
 end
 return 0

@@ -11,8 +11,15 @@ import redis
 
 from core.keys import Keys
 
-# The epoch must outlive any lease by far, or a revived leader could match a restarted count.
-EPOCH_TTL_MS = 24 * 3600 * 1000
+# The epoch outlives the lease (the heartbeat extends both); after a flight it expires soon, and
+# a restarted epoch starts at the server clock, above every earlier one (flight.lua).
+EPOCH_LEASES = 2
+
+
+def epoch_ttl_ms(lease_ms: int) -> int:
+    """How long a flight's epoch key lives past the last acquire or heartbeat."""
+    return EPOCH_LEASES * lease_ms
+
 
 SCRIPTS_FILE = Path(__file__).with_name("flight.lua")
 
@@ -56,12 +63,16 @@ class FlightScripts:
 
     def acquire(self, fk: FlightKeys, token: str, lease_ms: int) -> tuple[bool, int]:
         """Take the lease if free: (True, new epoch); else (False, the holder's epoch)."""
-        got, epoch = self._acquire(keys=[fk.lease, fk.epoch], args=[token, lease_ms, EPOCH_TTL_MS])
+        got, epoch = self._acquire(
+            keys=[fk.lease, fk.epoch], args=[token, lease_ms, epoch_ttl_ms(lease_ms)]
+        )
         return bool(got), int(epoch)
 
     def extend(self, fk: FlightKeys, token: str, lease_ms: int) -> bool:
-        """Push the lease's expiry out if we still hold it."""
-        return bool(self._extend(keys=[fk.lease], args=[token, lease_ms]))
+        """Push the lease's (and the epoch's) expiry out if we still hold the lease."""
+        return bool(
+            self._extend(keys=[fk.lease, fk.epoch], args=[token, lease_ms, epoch_ttl_ms(lease_ms)])
+        )
 
     def release(self, fk: FlightKeys, token: str) -> bool:
         """Drop the lease if we still hold it."""

@@ -7,7 +7,9 @@ Tokens are never logged and never echoed.
 
 ``AuthGate`` checks them in front of the router (pure ASGI, no per-request dependency solving):
 the request's route is found by path and method, and only a protected route needs a token. It
-runs before parameters are validated, so an unauthenticated caller learns nothing else.
+runs before parameters are validated, so an unauthenticated caller learns nothing else. An
+admitted request carries ``scope[TOKEN_ID]``, a short digest naming its token (the key of the
+per-token rate limits; never the token itself).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from worker.api.problems import ProblemError, send_problem
 
 SCHEME_NAME = "bearer"
 REALM = 'Bearer realm="course-bundles"'
+TOKEN_ID = "cb.token_id"  # noqa: S105 - a scope key, not a secret
 
 
 def _digest(token: bytes) -> bytes:
@@ -69,8 +72,8 @@ def unauthorized(detail: str, *, error: str | None = None) -> ProblemError:
     return ProblemError(401, detail, kind="unauthorized", headers={"WWW-Authenticate": challenge})
 
 
-def authorize(table: TokenTable, headers: Iterable[tuple[bytes, bytes]], scope: str) -> None:
-    """Raise 401 unless a configured token is given, 403 unless it holds ``scope``."""
+def authorize(table: TokenTable, headers: Iterable[tuple[bytes, bytes]], scope: str) -> str:
+    """The token's id; raise 401 unless a configured token is given, 403 unless it has ``scope``."""
     token = bearer_token(headers)
     if token is None:
         raise unauthorized("a bearer token is required")
@@ -84,6 +87,24 @@ def authorize(table: TokenTable, headers: Iterable[tuple[bytes, bytes]], scope: 
             kind="forbidden",
             headers={"WWW-Authenticate": f'{REALM}, error="insufficient_scope", scope="{scope}"'},
         )
+    return _digest(token)[:8].hex()
+
+
+def token_id_of(scope: Scope) -> str:
+    """The id ``AuthGate`` gave the request's token ("" on an unprotected route)."""
+    value = scope.get(TOKEN_ID)
+    return value if isinstance(value, str) else ""
+
+
+def too_many(detail: str, retry_after_s: int) -> ProblemError:
+    """429 with ``Retry-After``: the token spent its allowance; nothing was done."""
+    return ProblemError(
+        429,
+        detail,
+        kind="rate-limited",
+        title="Too Many Requests",
+        headers={"Retry-After": str(retry_after_s)},
+    )
 
 
 class AuthGate:
@@ -105,7 +126,7 @@ class AuthGate:
             for regex, methods, route, needed in self.protected:
                 if method in methods and regex.match(path) is not None:
                     try:
-                        authorize(self.table, scope["headers"], needed)
+                        scope[TOKEN_ID] = authorize(self.table, scope["headers"], needed)
                     except ProblemError as refused:
                         scope["route"] = route  # so metrics count it under its route
                         await send_problem(send, refused, scope.get("request_id"))

@@ -2,11 +2,14 @@
 
 Each route decodes, asks the reader and answers existing bytes. A near-cache hit stays on the
 event loop and touches no Redis; only a miss or a backstop check goes to a worker thread, and
-concurrent requests for the same thing share that one call (``OffLoop``).
+concurrent requests for the same thing share that one call (``OffLoop``). A read that would build
+a course (``reader.is_cold``) spends one of its token's cold builds (``CB_COLD_BUILDS_PER_TOKEN``
+a minute); past them it is 429. Reads of built courses are never limited.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from typing import Any, TypeVar, cast
 
@@ -19,6 +22,7 @@ from core.bundle.reader import BundleReader
 from core.errors import LookupMiss
 from core.singleflight.aio import AsyncSingleFlight
 from core.singleflight.stats import FlightStats
+from worker.api.auth import token_id_of, too_many
 from worker.api.metrics import ApiMetrics
 from worker.api.representation import (
     RawResponse,
@@ -55,6 +59,7 @@ from worker.api.schemas import (
 )
 
 COURSE_404 = problem(404, "No such course (remembered briefly)")
+COLD_429 = problem(429, "The token used up its cold builds for now (Retry-After)")
 
 T = TypeVar("T")
 
@@ -83,17 +88,33 @@ def build_router(reader: BundleReader, metrics: ApiMetrics, *, coalesce: bool = 
     router = APIRouter(prefix="/v1", tags=["read"])
     off_loop = OffLoop(enabled=coalesce)
 
-    async def course(course_id: str) -> CachedBundle:
+    async def course(request: Request, course_id: str) -> CachedBundle:
         entry = reader.peek(course_id)
         if entry is None:
+            await admit_cold(request, course_id)
             entry = await off_loop.run("course\x00" + course_id, reader.load, course_id)
         return entry
 
-    async def course_of_slug(slug: str) -> CachedBundle:
+    async def admit_cold(request: Request, course_id: str) -> None:
+        """Charge the token one cold build if this read would build the course; 429 past them."""
+        limit = request.app.state.services.cold_builds
+        if not limit.enabled:
+            return
+        if not await off_loop.run("cold\x00" + course_id, reader.is_cold, course_id):
+            return
+        decision = limit.take(token_id_of(request.scope), 1, time.monotonic())
+        if not decision.allowed:
+            raise too_many(
+                f"this token may cause {round(limit.rate * 60)} cold builds a minute; "
+                "built courses stay readable",
+                decision.retry_after_s,
+            )
+
+    async def course_of_slug(request: Request, slug: str) -> CachedBundle:
         course_id = reader.cached_slug(slug)
         if course_id is None:
             course_id = await off_loop.run("slug\x00" + slug, reader.resolve_slug, slug)
-        return await course(course_id)
+        return await course(request, course_id)
 
     def answer(request: Request, entry: CachedBundle, piece: Slice, part: str) -> Response:
         stale = reader.is_stale(entry)
@@ -139,7 +160,7 @@ def build_router(reader: BundleReader, metrics: ApiMetrics, *, coalesce: bool = 
         "/courses/{courseId}/units/{unitSlug}/lessons/{lessonSlug}",
         response_model=LessonSliceOut,
         responses=responses(
-            ok_headers(), NOT_MODIFIED, problem(404, "No such course, unit or lesson")
+            ok_headers(), NOT_MODIFIED, COLD_429, problem(404, "No such course, unit or lesson")
         ),
         operation_id="getLesson",
         summary="One lesson exactly as in the bundle, plus unitSlug",
@@ -147,7 +168,7 @@ def build_router(reader: BundleReader, metrics: ApiMetrics, *, coalesce: bool = 
     async def get_lesson(
         request: Request, course_id: CourseId, unit_slug: UnitSlug, lesson_slug: LessonSlug
     ) -> Response:
-        entry = await course(course_id)
+        entry = await course(request, course_id)
         piece = entry.lesson(unit_slug, lesson_slug)
         if piece is None:
             raise LookupMiss(
@@ -158,7 +179,7 @@ def build_router(reader: BundleReader, metrics: ApiMetrics, *, coalesce: bool = 
             )
         return answer(request, entry, piece, "lesson")
 
-    bundle_docs = responses(ok_headers(), NOT_MODIFIED, COURSE_404)
+    bundle_docs = responses(ok_headers(), NOT_MODIFIED, COURSE_404, COLD_429)
 
     @router.get(
         "/courses/{courseId}/bundle",
@@ -168,7 +189,7 @@ def build_router(reader: BundleReader, metrics: ApiMetrics, *, coalesce: bool = 
         summary="The whole course bundle (built once on first request)",
     )
     async def get_bundle(request: Request, course_id: CourseId) -> Response:
-        return await whole(request, await course(course_id))
+        return await whole(request, await course(request, course_id))
 
     @router.get(
         "/courses/by-slug/{courseSlug}/bundle",
@@ -178,19 +199,22 @@ def build_router(reader: BundleReader, metrics: ApiMetrics, *, coalesce: bool = 
         summary="The whole course bundle, found by the course's slug",
     )
     async def get_bundle_by_slug(request: Request, course_slug: CourseSlug) -> Response:
-        return await whole(request, await course_of_slug(course_slug))
+        return await whole(request, await course_of_slug(request, course_slug))
 
     @router.get(
         "/courses/{courseId}/units/{unitSlug}",
         response_model=UnitOut,
         responses=responses(
-            ok_headers(), NOT_MODIFIED, problem(404, "No such course, or no such unit in it")
+            ok_headers(),
+            NOT_MODIFIED,
+            COLD_429,
+            problem(404, "No such course, or no such unit in it"),
         ),
         operation_id="getUnit",
         summary="One unit exactly as in the bundle",
     )
     async def get_unit(request: Request, course_id: CourseId, unit_slug: UnitSlug) -> Response:
-        entry = await course(course_id)
+        entry = await course(request, course_id)
         piece = entry.unit(unit_slug)
         if piece is None:
             raise LookupMiss("no such unit in this course", course_id=course_id, unit=unit_slug)
@@ -200,7 +224,10 @@ def build_router(reader: BundleReader, metrics: ApiMetrics, *, coalesce: bool = 
         "/courses/{courseId}/resources/{resourceId}",
         response_model=ResourceSliceOut,
         responses=responses(
-            ok_headers(), NOT_MODIFIED, problem(404, "No such course, or the resource is not in it")
+            ok_headers(),
+            NOT_MODIFIED,
+            COLD_429,
+            problem(404, "No such course, or the resource is not in it"),
         ),
         operation_id="getResource",
         summary="One resource as in the bundle, plus unitSlug and lessonSlug",
@@ -208,7 +235,7 @@ def build_router(reader: BundleReader, metrics: ApiMetrics, *, coalesce: bool = 
     async def get_resource(
         request: Request, course_id: CourseId, resource_id: ResourceId
     ) -> Response:
-        entry = await course(course_id)
+        entry = await course(request, course_id)
         piece = entry.resource(resource_id)
         if piece is None:
             raise LookupMiss(
@@ -245,6 +272,7 @@ def build_router(reader: BundleReader, metrics: ApiMetrics, *, coalesce: bool = 
         responses=responses(
             ok_headers(),
             NOT_MODIFIED,
+            COLD_429,
             problem(404, "Nothing matches"),
             problem(409, "The slug resolves to more than one place (see candidates)"),
         ),
@@ -260,7 +288,7 @@ def build_router(reader: BundleReader, metrics: ApiMetrics, *, coalesce: bool = 
         slug: SlugQuery,
         unit: UnitQuery = None,
     ) -> Response:
-        entry = await course_of_slug(course_slug)
+        entry = await course_of_slug(request, course_slug)
         piece = reader.redirect(
             entry, subject=subject, course_slug=course_slug, unit_slug=unit, kind=kind, slug=slug
         )

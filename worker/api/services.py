@@ -22,11 +22,13 @@ from core.bundle.nearcache import NearCache, SwapListener
 from core.bundle.reader import BundleReader, ReaderPolicy
 from core.bundle.store import BundleStore
 from core.errors import CourseNotFound
+from core.events.backlog import BacklogGuard, QueueDepth
 from core.events.publisher import EventSender, Publisher
 from core.keys import Keys
 from core.logging import get_logger
 from core.oneroster.models import CourseRecords
 from core.pipeline.rebuild import Rebuilder
+from core.ratelimit import TokenBuckets
 from core.settings import Settings
 from core.singleflight.distributed import DistributedFlight
 from core.singleflight.readthrough import NegativeCache
@@ -138,12 +140,27 @@ class ApiServices:
 
     @cached_property
     def publisher(self) -> Publisher:
-        from core.events.broker import default_sender  # noqa: PLC0415 - Celery only when needed
+        from core.events.broker import default_backlog, default_sender  # noqa: PLC0415 - Celery
 
-        sender = self.sender if self.sender is not None else default_sender(self.settings)
+        s = self.settings
+        backlog: BacklogGuard | None
+        if self.sender is None:
+            sender: EventSender = default_sender(s)
+            backlog = default_backlog(s)
+        else:
+            sender = self.sender
+            backlog = None
+            if s.event_backlog_max > 0 and isinstance(sender, QueueDepth):
+                backlog = BacklogGuard(sender, limit=s.event_backlog_max)
         return Publisher(
-            self.redis, self.keys, sender, dedupe_ttl_s=self.settings.event_dedupe_ttl_s
+            self.redis, self.keys, sender, dedupe_ttl_s=s.event_dedupe_ttl_s, backlog=backlog
         )
+
+    @cached_property
+    def cold_builds(self) -> TokenBuckets:
+        """Cold builds a token may cause: ``CB_COLD_BUILDS_PER_TOKEN`` a minute, as a burst too."""
+        per_minute = self.settings.cold_builds_per_token
+        return TokenBuckets(per_minute / 60.0, per_minute)
 
     @cached_property
     def attempts(self) -> AttemptService:

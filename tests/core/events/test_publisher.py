@@ -14,7 +14,7 @@ from core.errors import BrokerUnavailable, InvalidEvent
 from core.events import publisher as publisher_module
 from core.events.model import CourseEvent
 from core.events.publisher import Publisher, publish_events
-from core.events.validate import InvalidBatch, validate_event
+from core.events.validate import InvalidBatch, validate_envelope, validate_event
 from core.keys import Keys
 from core.settings import Settings
 from tests.core.events.support import FakeSender, envelope
@@ -36,7 +36,25 @@ def test_new_events_are_sent_in_one_call_with_their_envelopes(
     assert (result.accepted, result.duplicates) == (3, 0)
     assert result.accepted_ids == ["a", "b", "c"]
     assert len(sender.batches) == 1
-    assert sender.batches[0] == [envelope(id=i) for i in ("a", "b", "c")]
+    trimmed = [{k: v for k, v in envelope(id=i).items() if k != "datacontenttype"} for i in "abc"]
+    assert sender.batches[0] == trimmed  # the fields processing reads (datacontenttype is not)
+
+
+def test_only_the_fields_processing_reads_are_sent_and_they_stay_valid(
+    publisher: Publisher, sender: FakeSender
+) -> None:
+    raw = envelope(id="r", type="oneroster.resource.updated", subject="res-1", data=None, x=[1])
+    del raw["time"]
+    publisher.publish([validate_event(raw)])
+    [queued] = sender.batches[0]
+    assert queued == {
+        "specversion": "1.0",
+        "id": "r",
+        "source": "course-builder",
+        "type": "oneroster.resource.updated",
+        "subject": "res-1",
+    }
+    assert validate_envelope(queued).subject == "res-1"  # the worker accepts it
 
 
 def test_ids_seen_before_are_duplicates_and_not_sent(

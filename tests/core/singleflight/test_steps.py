@@ -24,10 +24,24 @@ def scripts(fake_redis: fakeredis.FakeRedis) -> FlightScripts:
 def test_acquire_takes_a_free_lease_and_bumps_the_epoch(
     scripts: FlightScripts, fk: FlightKeys
 ) -> None:
-    assert scripts.acquire(fk, "a", 1000) == (True, 1)
-    assert scripts.acquire(fk, "b", 1000) == (False, 1)
+    got, first = scripts.acquire(fk, "a", 1000)
+    assert got
+    assert scripts.acquire(fk, "b", 1000) == (False, first)
     assert scripts.release(fk, "a")
-    assert scripts.acquire(fk, "b", 1000) == (True, 2)
+    assert scripts.acquire(fk, "b", 1000) == (True, first + 1)
+
+
+def test_the_epoch_key_expires_soon_after_the_flight_and_never_repeats(
+    fake_redis: fakeredis.FakeRedis, scripts: FlightScripts, fk: FlightKeys
+) -> None:
+    _, first = scripts.acquire(fk, "a", 1000)
+    assert 0 < fake_redis.pttl(fk.epoch) <= 2000  # a couple of leases, not a day
+    assert scripts.extend(fk, "a", 30_000)
+    assert fake_redis.pttl(fk.epoch) > 30_000  # a long build keeps its epoch with its lease
+    scripts.release(fk, "a")
+    fake_redis.delete(fk.epoch)  # what its expiry does
+    _, restarted = scripts.acquire(fk, "b", 1000)
+    assert restarted > first  # a revived old leader can never match the restarted count
 
 
 def test_release_deletes_only_the_owners_lease(

@@ -394,3 +394,29 @@ def test_ids_and_slugs_are_checked_before_use(api: Api, path: str) -> None:
     assert resp.status_code == 422
     assert resp.headers["content-type"] == "application/problem+json"
     assert api.upstream.calls.total() == 0
+
+
+def test_cold_builds_are_limited_per_token_but_built_courses_never_are(
+    make_api: MakeApi,
+) -> None:
+    api = make_api(cold_builds_per_token=2)
+    api.put("built")
+    for course_id in ("cold-1", "cold-2", "cold-3"):
+        api.known(course_id)
+    get = api.client.get
+    assert get("/v1/courses/cold-1/bundle", headers=READ).status_code == 200
+    assert get("/v1/courses/cold-2/bundle", headers=READ).status_code == 200
+
+    refused = get("/v1/courses/cold-3/bundle", headers=READ)
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.json()["type"] == "urn:course-bundles:problem:rate-limited"
+    probe = get("/v1/courses/never-heard-of/bundle", headers=READ)
+    assert probe.status_code == 429  # probing unknown ids spends the same allowance
+    assert api.upstream.calls["cold-3"] == api.upstream.calls["never-heard-of"] == 0
+
+    for _ in range(10):  # built courses, in the store or already read, stay readable
+        assert get("/v1/courses/built/bundle", headers=READ).status_code == 200
+        assert get("/v1/courses/cold-1/units/u0", headers=READ).status_code == 200
+    other = {"Authorization": "Bearer all-token"}
+    assert get("/v1/courses/cold-3/bundle", headers=other).status_code == 200

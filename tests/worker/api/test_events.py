@@ -90,3 +90,25 @@ def test_broker_down_is_503_and_the_retry_is_not_a_duplicate(api: Api) -> None:
 def test_body_limit_is_the_configured_one(make_api: MakeApi) -> None:
     api = make_api(api_max_body_bytes=200)
     assert post(api, [event("a"), event("b")]).status_code == 413
+
+
+def test_a_token_past_its_event_rate_gets_429_and_nothing_more_is_queued(
+    make_api: MakeApi,
+) -> None:
+    api = make_api(events_rate_per_token=0.01, events_burst_per_token=3)
+    assert post(api, [event("a"), event("b"), event("c")]).status_code == 202  # costs 3
+
+    refused = post(api, event("d"))
+    assert refused.status_code == 429
+    assert int(refused.headers["Retry-After"]) >= 1
+    assert refused.headers["content-type"] == "application/problem+json"
+    assert refused.json()["type"] == "urn:course-bundles:problem:rate-limited"
+    assert [e["id"] for e in api.sender.sent] == ["a", "b", "c"]
+
+    other = api.client.post(
+        "/v1/events",
+        content=orjson.dumps(event("d")),
+        headers={"Authorization": "Bearer all-token", "Content-Type": "application/json"},
+    )
+    assert other.status_code == 202  # the limit is per token
+    assert post(api, event("d")).status_code == 429  # not spent by the other token's success
