@@ -98,25 +98,25 @@ class LimitedH11Protocol(H11Protocol):
         self._head_seen = 0  # bytes of the current request's head received so far
         self._head_tail = b""  # its last bytes, in case the blank line spans two packets
         self._discarding = False  # answered and closing: what still arrives is dropped
+        self._waiting_for_head = False  # the deadline armed is the header deadline
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
-        self._arm(self._header_timeout_s, self._headers_late)
+        self._arm_head_deadline()
 
     def data_received(self, data: bytes) -> None:
         if self._discarding:
             return
         if self.conn.their_state is h11.IDLE:
-            if self._deadline is None:
-                self._arm(self._header_timeout_s, self._headers_late)
+            if not self._waiting_for_head:  # the first byte of a request on a kept-alive one
+                self._arm_head_deadline()
             if self._head_too_large(data):
                 self._reject_head()
                 return
         super().data_received(data)
-        if self.conn.their_state is not h11.IDLE:
+        if self._waiting_for_head and self.conn.their_state is not h11.IDLE:  # head complete
             self._head_seen, self._head_tail = 0, b""
-            if self._deadline is not None:
-                self._disarm()
+            self._disarm()
 
     def _head_too_large(self, data: bytes) -> bool:
         chunk = self._head_tail + data
@@ -136,6 +136,10 @@ class LimitedH11Protocol(H11Protocol):
         self._disarm()
         super().connection_lost(exc)
 
+    def _arm_head_deadline(self) -> None:
+        self._arm(self._header_timeout_s, self._headers_late)
+        self._waiting_for_head = True
+
     def _arm(self, delay: float, callback: Any) -> None:
         self._disarm()
         self._deadline = self.loop.call_later(delay, callback)
@@ -144,6 +148,7 @@ class LimitedH11Protocol(H11Protocol):
         if self._deadline is not None:
             self._deadline.cancel()
             self._deadline = None
+        self._waiting_for_head = False
 
     def _reject_head(self) -> None:
         self._disarm()
