@@ -20,4 +20,4 @@ RUN pip install . \
 USER app
 EXPOSE 8000 5555 8765
 # Without a command the image serves the API, as the Procfile's web line does.
-CMD ["sh", "-c", "exec uvicorn worker.api.app:create_app --factory --host 0.0.0.0 --port ${PORT:-8000} --no-access-log"]
+CMD ["sh", "-c", "exec python -m worker.serve --host 0.0.0.0 --port ${PORT:-8000}"]

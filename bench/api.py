@@ -1,6 +1,7 @@
 """Benchmark: lesson-read throughput and p99 of the API against a bare endpoint, same server.
 
-One uvicorn process (1 worker, the Procfile's flags) serves both:
+One API process (1 worker, started as the Procfile's web line: ``python -m worker.serve``, h11
+with the request limits) serves both:
 - ``api``: ``GET /v1/courses/{id}/units/{u}/lessons/{l}`` (auth, near cache, ETag and bundle
   headers, metrics) on a ~500-resource course stored in the real Redis;
 - ``bare``: ``GET /bench/bare/{id}/units/{u}/lessons/{l}`` (enabled by ``CB_API_BENCH_BARE``),
@@ -8,9 +9,14 @@ One uvicorn process (1 worker, the Procfile's flags) serves both:
 
 The same load generator (wrk, else a Python httpx generator, said so in the output) drives
 each for ``--seconds`` with ``--connections``, alternating api/bare ``--reps`` times; medians.
-Targets: api throughput >= 0.8x bare, api p99 <= 2x bare. Writes bench/out/api.json.
+Targets: api throughput >= 0.8x bare, api p99 <= 2x bare.
 
-    python bench/api.py [--seconds 8] [--connections 32] [--reps 3]
+``--compare-unlimited`` also runs the same measurement on the server as it was before the
+limits (``uvicorn --factory`` with its default httptools parser and no limits), alternating
+the two servers rep by rep, and reports the limited server's api throughput and p99 as ratios
+of the unlimited one's (docs/deploy.md). Writes bench/out/api.json.
+
+    python bench/api.py [--seconds 8] [--connections 32] [--reps 3] [--compare-unlimited]
 """
 
 from __future__ import annotations
@@ -71,11 +77,21 @@ def one_course(resources: int) -> CourseRecords:
     )
 
 
-def start_server(env: dict[str, str], port: int) -> subprocess.Popen[bytes]:
-    cmd = [
+SERVERS = {
+    # The server we ship: the Procfile's web line.
+    "limited": [sys.executable, "-m", "worker.serve", "--host", "127.0.0.1"],
+    # The server before the limits: uvicorn's defaults (httptools), no header/body deadlines.
+    "unlimited": [
         sys.executable, "-m", "uvicorn", "worker.api.app:create_app", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
-    ]  # fmt: skip
+        "--host", "127.0.0.1", "--no-access-log", "--log-level", "warning",
+    ],
+}  # fmt: skip
+
+
+def start_server(
+    env: dict[str, str], port: int, server: str = "limited"
+) -> subprocess.Popen[bytes]:
+    cmd = [*SERVERS[server], "--port", str(port)]
     proc = subprocess.Popen(cmd, cwd=ROOT, env={**os.environ, **env})
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
@@ -146,6 +162,11 @@ def main() -> None:
     parser.add_argument("--reps", type=int, default=3)
     parser.add_argument("--resources", type=int, default=500)
     parser.add_argument("--redis-url", default="redis://127.0.0.1:6379/9")
+    parser.add_argument(
+        "--compare-unlimited",
+        action="store_true",
+        help="also measure the server without the request limits (uvicorn defaults)",
+    )
     args = parser.parse_args()
     configure_logging("console", "ERROR", force=True)
 
@@ -163,7 +184,6 @@ def main() -> None:
     tool = "wrk" if shutil.which("wrk") else "python-httpx (wrk not installed)"
     with tempfile.NamedTemporaryFile(suffix=".json", delete=False) as bare_file:
         bare_file.write(body)
-    port = free_port()
     env = {
         "CB_REDIS_URL": args.redis_url,
         "CB_KEY_PREFIX": prefix,
@@ -171,40 +191,55 @@ def main() -> None:
         "CB_API_BENCH_BARE": bare_file.name,
         "CB_LOG_LEVEL": "WARNING",
     }
-    proc = start_server(env, port)
-    base = f"http://127.0.0.1:{port}"
+    servers = ["limited", "unlimited"] if args.compare_unlimited else ["limited"]
+    procs: dict[str, subprocess.Popen[bytes]] = {}
+    urls: dict[str, dict[str, str]] = {}
     tail = f"{course_id}/units/{unit_slug}/lessons/{lesson_slug}"
-    urls = {"api": f"{base}/v1/courses/{tail}", "bare": f"{base}/bench/bare/{tail}"}
-    results: dict[str, list[dict[str, float]]] = {"api": [], "bare": []}
+    runs: dict[str, dict[str, list[dict[str, float]]]] = {
+        server: {"api": [], "bare": []} for server in servers
+    }
     try:
+        for server in servers:
+            port = free_port()
+            procs[server] = start_server(env, port, server)
+            base = f"http://127.0.0.1:{port}"
+            urls[server] = {"api": f"{base}/v1/courses/{tail}", "bare": f"{base}/bench/bare/{tail}"}
         auth = {"Authorization": f"Bearer {TOKEN}"}
-        served = {name: httpx.get(url, headers=auth) for name, url in urls.items()}
-        assert served["api"].status_code == 200, served["api"].text
-        assert served["api"].content == served["bare"].content == body
+        for server in servers:
+            served = {name: httpx.get(url, headers=auth) for name, url in urls[server].items()}
+            assert served["api"].status_code == 200, served["api"].text
+            assert served["api"].content == served["bare"].content == body
         print(f"lesson body {len(body)} B; load generator: {tool}", flush=True)
         for rep in range(args.reps):
-            for name in ("api", "bare") if rep % 2 == 0 else ("bare", "api"):
-                if tool == "wrk":
-                    got = run_wrk(urls[name], args.seconds, args.connections, args.threads)
-                else:
-                    got = run_python(urls[name], args.seconds, args.connections)
-                results[name].append(got)
-                print(
-                    f"rep {rep + 1} {name:>4}: {got['rps']:8.0f} req/s  "
-                    f"p50 {got['p50_ms']:.2f} ms  p99 {got['p99_ms']:.2f} ms",
-                    flush=True,
-                )
+            for server in servers if rep % 2 == 0 else servers[::-1]:
+                for name in ("api", "bare") if rep % 2 == 0 else ("bare", "api"):
+                    url = urls[server][name]
+                    if tool == "wrk":
+                        got = run_wrk(url, args.seconds, args.connections, args.threads)
+                    else:
+                        got = run_python(url, args.seconds, args.connections)
+                    runs[server][name].append(got)
+                    print(
+                        f"rep {rep + 1} {server:>9} {name:>4}: {got['rps']:8.0f} req/s  "
+                        f"p50 {got['p50_ms']:.2f} ms  p99 {got['p99_ms']:.2f} ms",
+                        flush=True,
+                    )
     finally:
-        proc.terminate()
-        proc.wait(10)
+        for proc in procs.values():
+            proc.terminate()
+            proc.wait(10)
         os.unlink(bare_file.name)
         for key in client.scan_iter(match=f"{prefix}*", count=1000):
             client.delete(key)
 
-    med: dict[str, dict[str, float]] = {
-        name: {k: statistics.median(r[k] for r in runs) for k in ("rps", "p50_ms", "p99_ms")}
-        for name, runs in results.items()
-    }
+    def medians(by_name: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
+        return {
+            name: {k: statistics.median(r[k] for r in got) for k in ("rps", "p50_ms", "p99_ms")}
+            for name, got in by_name.items()
+        }
+
+    results = runs["limited"]
+    med = medians(results)
     rps_ratio = med["api"]["rps"] / med["bare"]["rps"]
     p99_ratio = med["api"]["p99_ms"] / med["bare"]["p99_ms"]
     result: dict[str, Any] = {
@@ -223,6 +258,17 @@ def main() -> None:
         "targets": {"throughputRatio": 0.8, "p99Ratio": 2.0},
         "met": {"throughputRatio": rps_ratio >= 0.8, "p99Ratio": p99_ratio <= 2.0},
     }
+    if "unlimited" in runs:
+        plain = medians(runs["unlimited"])
+        result["unlimited"] = {
+            "server": "uvicorn --factory (httptools, no request limits)",
+            "api": {k: round(v, 3) for k, v in plain["api"].items()},
+            "bare": {k: round(v, 3) for k, v in plain["bare"].items()},
+            "runs": runs["unlimited"],
+            # The limited server's api numbers as ratios of the unlimited one's.
+            "limitedThroughputRatio": round(med["api"]["rps"] / plain["api"]["rps"], 3),
+            "limitedP99Ratio": round(med["api"]["p99_ms"] / plain["api"]["p99_ms"], 3),
+        }
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(
@@ -233,6 +279,13 @@ def main() -> None:
         f"throughput {rps_ratio:.2f}x bare (target >= 0.8); p99 {p99_ratio:.2f}x bare "
         f"(target <= 2)\nwritten to {OUT.relative_to(ROOT)}"
     )
+    if "unlimited" in result:
+        u = result["unlimited"]
+        print(
+            f"without the limits (httptools): api {u['api']['rps']:.0f} req/s, "
+            f"p99 {u['api']['p99_ms']:.2f} ms; with them: throughput "
+            f"{u['limitedThroughputRatio']:.2f}x, p99 {u['limitedP99Ratio']:.2f}x"
+        )
 
 
 if __name__ == "__main__":

@@ -89,7 +89,11 @@ def configure_logging(fmt: str = "auto", level: str = "INFO", *, force: bool = F
     renderer: Any = (
         structlog.processors.JSONRenderer()
         if use_json
-        else structlog.dev.ConsoleRenderer(colors=sys.stderr.isatty())
+        else structlog.dev.ConsoleRenderer(
+            colors=sys.stderr.isatty(),
+            # rich shows each frame's local variables by default: headers, tokens, bodies.
+            exception_formatter=structlog.dev.RichTracebackFormatter(show_locals=False),
+        )
     )
     structlog.configure(
         processors=[

@@ -19,7 +19,12 @@ class Settings(BaseSettings):
     """Everything configurable about course-bundles; defaults work on a developer machine."""
 
     model_config = SettingsConfigDict(
-        env_prefix="CB_", env_file=".env", extra="ignore", frozen=True, env_ignore_empty=True
+        env_prefix="CB_",
+        env_file=".env",
+        extra="ignore",
+        frozen=True,
+        env_ignore_empty=True,
+        hide_input_in_errors=True,  # a bad value may be a secret: errors name the field only
     )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
@@ -50,6 +55,15 @@ class Settings(BaseSettings):
     api_tokens: dict[str, list[str]] = Field(default_factory=dict)
     api_metrics_token: SecretStr | None = None
     api_max_body_bytes: int = 4 * 1024 * 1024
+
+    # --- HTTP server limits (worker/server.py, docs/deploy.md) ---------------------------------
+    # Real clients send a few hundred header bytes in milliseconds; these bound what one hostile
+    # or broken client can hold. Header limit capped at 16 KiB (larger is answered 400).
+    api_max_header_bytes: int = Field(default=16 * 1024, ge=1024, le=16 * 1024)
+    api_header_timeout_s: float = Field(default=10.0, gt=0)  # until the headers end: else 408
+    api_body_timeout_s: float = Field(default=60.0, gt=0)  # whole body after the headers: 408
+    api_keepalive_timeout_s: float = Field(default=5.0, gt=0)  # idle keep-alive connection
+    api_max_concurrency: int = Field(default=2048, ge=1)  # connections or requests: else 503
 
     # Older than this: served at once, marked stale and refreshed in the background. Events and
     # reconcile keep bundles current; this is the last safety net, so it is long.
@@ -120,13 +134,22 @@ class Settings(BaseSettings):
     log_format: str = "auto"  # auto | json | console
     log_level: str = "INFO"
 
-    @field_validator("api_tokens")
+    @field_validator("api_tokens", mode="before")
     @classmethod
-    def _known_scopes(cls, value: dict[str, list[str]]) -> dict[str, list[str]]:
-        for scopes in value.values():
+    def _known_scopes(cls, value: Any) -> Any:
+        # Checked here, before pydantic's own checks, so that no error names a token: pydantic
+        # puts a dict's keys (the tokens) in the error location.
+        if not isinstance(value, dict):
+            raise ValueError("must be a JSON object of token -> list of scopes")
+        for position, scopes in enumerate(value.values(), start=1):
+            if not isinstance(scopes, list) or not all(isinstance(s, str) for s in scopes):
+                raise ValueError(f"token {position}: the scopes must be a list of names")
             unknown = set(scopes) - SCOPES
             if unknown:
-                raise ValueError(f"unknown API scopes {sorted(unknown)}; known: {sorted(SCOPES)}")
+                raise ValueError(
+                    f"token {position}: unknown API scopes {sorted(unknown)}; "
+                    f"known: {sorted(SCOPES)}"
+                )
         return value
 
     @model_validator(mode="before")

@@ -263,17 +263,12 @@ def api(
     port: Annotated[int, typer.Option(envvar="PORT")] = 8000,
     workers: int = 1,
 ) -> None:
-    """Run the read API (uvicorn)."""
-    import uvicorn  # noqa: PLC0415
+    """Run the read API with its request limits (the same server as the Procfile's web line)."""
+    from worker.server import run, server_config  # noqa: PLC0415
 
-    uvicorn.run(
-        "worker.api.app:create_app",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        access_log=False,
-    )
+    config = server_config(get_settings(), host=host, port=port, workers=workers)
+    if not run(config):
+        raise typer.Exit(3)
 
 
 @app.command()

@@ -214,18 +214,7 @@ def run_demo(
                 api_url = f"http://127.0.0.1:{api_port}"
                 sup.start(
                     "web",
-                    [
-                        py,
-                        "-m",
-                        "uvicorn",
-                        "worker.api.app:create_app",
-                        "--factory",
-                        "--host",
-                        "127.0.0.1",
-                        "--port",
-                        str(api_port),
-                        "--no-access-log",
-                    ],
+                    [py, "-m", "worker.serve", "--host", "127.0.0.1", "--port", str(api_port)],
                     ready=lambda: _http_ok(f"{api_url}/healthz"),
                     url=api_url,
                 )
@@ -236,10 +225,7 @@ def run_demo(
                         [
                             py,
                             "-m",
-                            "celery",
-                            "-A",
-                            "worker.celery_app:app",
-                            "flower",
+                            "worker.flower_launcher",
                             f"--port={flower_port}",
                             "--address=127.0.0.1",
                         ],

@@ -44,3 +44,24 @@ def test_empty_variables_mean_the_default(monkeypatch: pytest.MonkeyPatch) -> No
     s = Settings(_env_file=None)
     assert s.api_tokens == {}
     assert s.effective_broker_url == s.redis_url
+
+
+@pytest.mark.parametrize(
+    "tokens",
+    [
+        '{"TOKEN": ["admin"]}',  # unknown scope
+        '{"TOKEN": "read"}',  # scopes not a list
+        '{"ok": ["read"], "TOKEN": [1]}',  # a scope that is not a name
+        '["TOKEN"]',  # not an object
+    ],
+)
+def test_a_bad_token_table_is_refused_without_echoing_the_tokens(
+    monkeypatch: pytest.MonkeyPatch, tokens: str
+) -> None:
+    secret = "s3cret-token-4f9a"
+    monkeypatch.setenv("CB_API_TOKENS", tokens.replace("TOKEN", secret))
+    with pytest.raises(ValidationError) as caught:
+        Settings(_env_file=None)
+    assert "api_tokens" in str(caught.value)
+    assert secret not in str(caught.value)
+    assert secret not in repr(caught.value.errors(include_input=False))

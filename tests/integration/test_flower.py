@@ -217,3 +217,60 @@ def test_flower_tasks_page_lists_the_rebuild_after_an_event(
     assert row is not None, f"no row for task {uuid_} on the tasks page:\n{page[-3000:]}"
     assert f">{TASK_REBUILD}</a>" in row.group(1)
     assert "SUCCESS" in row.group(1)
+
+
+# --- Flower as the Procfile starts it: a login, or loopback only -----------------------------
+def flower_env(**extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("FLOWER_")}
+    env.update(CB_BROKER_URL=FLOWER_BROKER_URL, CB_REDIS_URL=TEST_REDIS_URL, **extra)
+    return env
+
+
+def listening_addresses(port: int) -> set[str]:
+    """Local addresses with a socket in LISTEN on ``port`` (from /proc/net/tcp and tcp6)."""
+    found: set[str] = set()
+    for table, width in (("/proc/net/tcp", 8), ("/proc/net/tcp6", 32)):
+        if not Path(table).exists():
+            continue
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            address, _, hex_port = fields[1].partition(":")
+            if fields[3] == "0A" and int(hex_port, 16) == port:
+                if width == 8:
+                    found.add(".".join(str(b) for b in reversed(bytes.fromhex(address))))
+                else:
+                    found.add("::" if set(address) == {"0"} else address)
+    return found
+
+
+def test_flower_listens_beyond_loopback_only_behind_a_login(tmp_path: Path) -> None:
+    from tests.integration.procfile_process import running
+
+    with running("flower", flower_env(), tmp_path / "open.log", "/healthcheck") as flower:
+        assert listening_addresses(flower.port) == {"127.0.0.1"}, flower.log()
+        assert "listening on 127.0.0.1 only" in flower.log()
+
+    login = f"ops:{uuid.uuid4().hex}"
+    env = flower_env(FLOWER_BASIC_AUTH=login)
+    with running("flower", env, tmp_path / "login.log", "/healthcheck") as flower:
+        assert listening_addresses(flower.port) & {"0.0.0.0", "::"}, flower.log()
+        assert httpx.get(f"{flower.url}/tasks", timeout=5).status_code == 401
+        user, _, password = login.partition(":")
+        assert httpx.get(f"{flower.url}/tasks", auth=(user, password), timeout=5).status_code == 200
+        assert httpx.get(f"{flower.url}/tasks", auth=(user, "wrong"), timeout=5).status_code == 401
+
+
+def test_flower_refuses_every_interface_without_a_login(tmp_path: Path) -> None:
+    from tests.integration.procfile_process import spawn, stop
+
+    log_path = tmp_path / "refused.log"
+    proc, port = spawn("flower", flower_env(), log_path, extra=" --address=0.0.0.0")
+    try:
+        code = proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pytest.fail(f"Flower started on 0.0.0.0 without a login:\n{log_path.read_text()[-2000:]}")
+    finally:
+        stop(proc)
+    assert code != 0
+    assert "without a login" in log_path.read_text()
+    assert not listening_addresses(port)

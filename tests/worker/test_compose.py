@@ -10,6 +10,8 @@ from __future__ import annotations
 import json
 import re
 import shlex
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -97,7 +99,80 @@ def test_services_listening_on_port_get_port_and_publish_it(compose: dict[str, A
             continue
         port = environment(service).get("PORT")
         assert port == default.group(1), f"{name}: PORT {port!r}, Procfile default {default[1]}"
+        if name == "web":  # published only through the proxy (next test)
+            assert not published(service), "the API is published directly, bypassing the proxy"
+            continue
         assert int(port) in [p for _, p in published(service)], name
+
+
+def nginx_conf() -> str:
+    return (ROOT / "deploy" / "nginx.conf").read_text()
+
+
+def nginx_directives(text: str) -> dict[str, list[str]]:
+    """Every ``name value...;`` of the config, comments dropped (values joined by spaces)."""
+    found: dict[str, list[str]] = {}
+    for raw in text.splitlines():
+        line = raw.split("#", 1)[0].strip()
+        if line.endswith(";"):
+            name, _, value = line[:-1].partition(" ")
+            found.setdefault(name, []).append(value.strip())
+    return found
+
+
+def seconds(value: str) -> float:
+    match = re.fullmatch(r"(\d+)(ms|s|m)?", value)
+    assert match is not None, value
+    number, unit = float(match.group(1)), match.group(2) or "s"
+    return number * {"ms": 0.001, "s": 1.0, "m": 60.0}[unit]
+
+
+def test_the_api_is_published_through_the_nginx_proxy_with_limits(
+    compose: dict[str, Any],
+) -> None:
+    svc = services(compose)
+    proxy = svc["proxy"]
+    assert proxy["image"].startswith("nginx:") and "alpine" in proxy["image"]
+    assert "./deploy/nginx.conf:/etc/nginx/nginx.conf:ro" in proxy["volumes"]
+    assert proxy["depends_on"]["web"]["condition"] == "service_healthy"
+    web_port = int(environment(svc["web"])["PORT"] or 0)
+    conf = nginx_directives(nginx_conf())
+    assert conf["server"] == [f"web:{web_port}"]  # the upstream is the web service's PORT
+    (listen,) = conf["listen"]
+    assert ("127.0.0.1", int(listen)) in published(proxy)
+    assert [p for _, p in published(proxy)] == [int(listen)]
+    # The API's host port stays what the docs name (8000), now answered by the proxy.
+    assert any(str(spec).startswith("127.0.0.1:8000:") for spec in proxy["ports"])
+    # The limits docs/deploy.md documents.
+    assert seconds(conf["client_header_timeout"][0]) <= 10
+    assert seconds(conf["client_body_timeout"][0]) <= 60
+    assert seconds(conf["keepalive_timeout"][0]) <= 10
+    count, size = conf["large_client_header_buffers"][0].split()
+    assert int(count) * int(size.rstrip("k")) <= 16, "headers may exceed 16 KiB"
+    assert conf["client_max_body_size"] == ["4m"]  # CB_API_MAX_BODY_BYTES
+    assert conf["limit_conn_status"] == ["503"]
+    zone = conf["limit_conn_zone"][0].split()[1].partition("=")[2].split(":")[0]
+    assert conf["limit_conn"][0].split()[0] == zone
+    assert conf["proxy_request_buffering"] == ["on"]
+
+
+def test_nginx_accepts_the_shipped_config(tmp_path: Path) -> None:
+    binary = shutil.which("nginx") or next(
+        (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if Path(p).exists()), None
+    )
+    if binary is None:
+        pytest.skip("nginx is not installed (Debian: apt-get install -y nginx-light)")
+    # `web` resolves only inside compose: check the same file with the upstream on loopback.
+    conf = tmp_path / "nginx.conf"
+    conf.write_text(nginx_conf().replace("server web:", "server 127.0.0.1:"))
+    done = subprocess.run(
+        [binary, "-t", "-q", "-p", str(tmp_path), "-c", str(conf), "-g", "error_log stderr;"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
 
 
 def test_published_ports_are_bound_to_loopback(compose: dict[str, Any]) -> None:
@@ -114,12 +189,13 @@ def test_listening_processes_accept_connections_from_other_containers() -> None:
         if "--host" in args:
             assert args[args.index("--host") + 1] == "0.0.0.0", name
         else:
-            assert "--address" not in args, name  # flower: all interfaces unless told otherwise
+            # flower: every interface with a login, else loopback (worker/flower_launcher.py)
+            assert "--address" not in args, name
 
 
 def test_redis_always_runs_and_rabbitmq_only_on_request(compose: dict[str, Any]) -> None:
     svc = services(compose)
-    assert set(svc) == {"redis", "rabbitmq", *PROCESSES}
+    assert set(svc) == {"redis", "rabbitmq", "proxy", *PROCESSES}
     assert svc["redis"]["image"].startswith("redis:")
     assert "rabbitmq" in svc["rabbitmq"].get("profiles", []), "rabbitmq must be optional"
     assert svc["rabbitmq"]["image"].startswith("rabbitmq:")

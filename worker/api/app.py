@@ -6,6 +6,7 @@ decode, call the reader or a core service, and raise core errors that are mapped
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator
@@ -20,6 +21,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.utils import get_openapi
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.responses import Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -49,11 +51,13 @@ _REQUEST_ID = re.compile(rb"[A-Za-z0-9._:-]{1,128}")
 
 
 class RequestContext:
-    """Request id (echoed or made) on every answer and log line; body limit; last-resort 500."""
+    """Request id (echoed or made) on every answer and log line; body size and time limits;
+    a client that went away logged as such; last-resort 500."""
 
-    def __init__(self, app: ASGIApp, *, max_body_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, *, max_body_bytes: int, body_timeout_s: float = 60.0) -> None:
         self.app = app
         self.max_body_bytes = max_body_bytes
+        self.body_timeout_s = body_timeout_s
         self._counter = 0
         self._stem = os.urandom(6).hex()
 
@@ -93,6 +97,15 @@ class RequestContext:
         tokens = structlog.contextvars.bind_contextvars(request_id=rid)
         try:
             await self.app(scope, limited, send_with_id)
+        except ClientDisconnect:
+            # Nobody is left to answer: one line, no traceback, not an error of ours.
+            log.info(
+                "client disconnected",
+                path=scope.get("path"),
+                method=scope.get("method"),
+                outcome="disconnected",
+                reason="client-disconnect",
+            )
         except Exception:
             log.exception("unhandled error", path=scope.get("path"), method=scope.get("method"))
             if not started:
@@ -112,14 +125,27 @@ class RequestContext:
     def _limited(self, receive: Receive) -> Receive:
         received = 0
         limit = self.max_body_bytes
+        timeout_s = self.body_timeout_s
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        complete = False
 
         async def counted() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, complete
+            if complete:  # later receives wait for a disconnect: no deadline on those
+                return await receive()
+            try:
+                async with asyncio.timeout_at(deadline):
+                    message = await receive()
+            except TimeoutError:
+                log.info("request body timed out", reason="body-timeout", timeout_s=timeout_s)
+                raise _body_late(timeout_s) from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > limit:
                     raise _too_large(limit)
+                complete = not message.get("more_body", False)
+            else:
+                complete = True
             return message
 
         return counted
@@ -130,6 +156,15 @@ _BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
 def _too_large(limit: int) -> ProblemError:
     return ProblemError(413, f"the body is larger than {limit} bytes", kind="body-too-large")
+
+
+def _body_late(timeout_s: float) -> ProblemError:
+    return ProblemError(
+        408,
+        f"the request body did not arrive within {timeout_s:g} s",
+        kind="body-timeout",
+        headers={"Connection": "close"},
+    )
 
 
 # --- error mapping -----------------------------------------------------------------------------
@@ -199,6 +234,8 @@ def create_app(settings: Settings | None = None, *, services: ApiServices | None
         lifespan=lifespan,
         docs_url=None,
         redoc_url=None,
+        # A slash redirect would build its Location from the Host header: unknown paths are 404.
+        redirect_slashes=False,
     )
     app.state.services = services
     app.state.tokens = TokenTable(settings.api_tokens)
@@ -233,7 +270,11 @@ def create_app(settings: Settings | None = None, *, services: ApiServices | None
     app.add_exception_handler(redis.RedisError, _on_redis)
     app.add_middleware(AuthGate, table=app.state.tokens, protected=protected)
     app.add_middleware(MetricsMiddleware, metrics=metrics)
-    app.add_middleware(RequestContext, max_body_bytes=settings.api_max_body_bytes)
+    app.add_middleware(
+        RequestContext,
+        max_body_bytes=settings.api_max_body_bytes,
+        body_timeout_s=settings.api_body_timeout_s,
+    )
     app.openapi = lambda: _openapi(app, protected)  # type: ignore[method-assign]
     return app
 

@@ -14,6 +14,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from core.bundle.nearcache import NearCache, SwapListener
@@ -72,6 +73,12 @@ class ApiMetrics:
             "Conditional requests answered 304",
             registry=self.registry,
         )
+        self.disconnects = Counter(
+            "cb_api_client_disconnects_total",
+            "Requests whose client went away before the body was read (not in the request count)",
+            ["route"],
+            registry=self.registry,
+        )
         self._request_children: dict[tuple[str, str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
         self._bytes_children: dict[tuple[str, str], Any] = {}
@@ -87,6 +94,10 @@ class ApiMetrics:
         if timer is None:
             timer = self._latency_children[route] = self.latency.labels(route)
         timer.observe(seconds)
+
+    def disconnected(self, route: str) -> None:
+        """Count one request abandoned by its client."""
+        self.disconnects.labels(route).inc()
 
     def served(self, part: str, encoding: str, size: int) -> None:
         """Count body bytes of a bundle-derived answer."""
@@ -164,7 +175,8 @@ def _gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
 
 
 class MetricsMiddleware:
-    """Records every request under its route template (``unmatched`` for unknown routes)."""
+    """Records every request under its route template (``unmatched`` for unknown routes);
+    a request its client abandoned is counted apart, never as a 500."""
 
     def __init__(self, app: ASGIApp, metrics: ApiMetrics) -> None:
         self.app = app
@@ -183,11 +195,18 @@ class MetricsMiddleware:
                 status = message["status"]
             await send(message)
 
+        abandoned = False
         try:
             await self.app(scope, receive, send_wrapper)
+        except ClientDisconnect:
+            abandoned = True
+            raise
         finally:
             route = scope.get("route")
             template = getattr(route, "path", None) or UNMATCHED
-            self.metrics.observe(
-                template, scope.get("method", ""), status, time.perf_counter() - started
-            )
+            if abandoned:
+                self.metrics.disconnected(template)
+            else:
+                self.metrics.observe(
+                    template, scope.get("method", ""), status, time.perf_counter() - started
+                )

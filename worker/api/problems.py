@@ -46,6 +46,8 @@ _TITLES: dict[int, str] = {
     403: "Forbidden",
     404: "Not Found",
     405: "Method Not Allowed",
+    408: "Request Timeout",
+    431: "Request Header Fields Too Large",
     409: "Conflict",
     413: "Content Too Large",
     415: "Unsupported Media Type",
