@@ -3,9 +3,10 @@
 A stream of upstream changes (each followed by its event) runs throughout. Each round waits
 until some course's rebuild lease exists (a rebuild is running), then SIGKILLs either the whole
 worker node (main process and pool; a new node is started, as a supervisor would) or only its
-pool processes (the main process survives and requeues the task). Afterwards redelivery
-(visibility timeout, task_reject_on_worker_lost) and reconcile (beat) must bring every course
-to exactly what a fresh build from OneRoster gives, with no change lost.
+pool processes (the main process survives and requeues the task). Afterwards the dirty marks,
+the durable schedule and reconcile (beat) must bring every course to exactly what a fresh build
+from OneRoster gives, with no change lost. The Redis broker's visibility timeout is an hour, far
+longer than the run: nothing may depend on the redelivery of a dead node's messages.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ pytestmark = [pytest.mark.faults, pytest.mark.integration]
 
 SCENARIO = "worker kill"
 OVERRIDES = {
-    # Small enough that a dead node's messages and leases come back within the test.
-    "CB_BROKER_VISIBILITY_TIMEOUT_S": "6",
+    # Far longer than the run: a dead node's messages never come back within it.
+    "CB_BROKER_VISIBILITY_TIMEOUT_S": "3600",
     "CB_REBUILD_LEASE_MS": "3000",
     "CB_RECONCILE_PERIOD_S": "2",
 }
@@ -199,12 +200,6 @@ def test_sigkilled_workers_lose_no_change(tmp_path: Path, fault_sizes: Sizes) ->
         since_last_change = time.monotonic() - traffic_end
         lost = mutator.lost(store)
         unacked_left = _unacked(system)
-        redelivered_s = None
-        if fault_sizes.full:
-            # How long a dead node's messages wait in the broker's unacked set before a live
-            # worker's sweep gives them back (visibility timeout + kombu's restore interval).
-            with contextlib.suppress(AssertionError):
-                redelivered_s = wait_until(lambda: _unacked(system) == 0, timeout=300)
 
     figures.record(
         SCENARIO,
@@ -223,12 +218,6 @@ def test_sigkilled_workers_lose_no_change(tmp_path: Path, fault_sizes: Sizes) ->
     figures.record(
         SCENARIO, "messages still unacked (awaiting redelivery) at convergence", unacked_left
     )
-    if fault_sizes.full:
-        figures.record(
-            SCENARIO,
-            "all dead nodes' messages redelivered after convergence within",
-            "not within 300 s" if redelivered_s is None else f"{redelivered_s:.0f} s",
-        )
     figures.record(SCENARIO, "last kill hit a rebuild carrying a last change", str(final_hit))
     assert held_at_kill >= 1, "no kill landed inside a rebuild"
     assert stream.gave_up == 0
