@@ -12,6 +12,7 @@ from core.pipeline.failures import FailureKind
 from core.pipeline.protocol import RebuildMessage, RebuildProtocol
 from core.pipeline.rebuild import RebuildOutcome, rebuild_in_flight
 from core.pipeline.reconcile import ReconcileReport, reconcile
+from core.pipeline.schedule import rebuild_entry_id
 from worker import metrics
 from worker.celery_app import REBUILDS_QUEUE, TASK_REBUILD, TASK_RECONCILE, app
 from worker.runtime import get_runtime
@@ -41,11 +42,6 @@ def enqueue_rebuild(
         )
         return
     rebuild_course.apply_async(args=[course_id], kwargs=kwargs, queue=REBUILDS_QUEUE)
-
-
-def rebuild_entry_id(course_id: str) -> str:
-    """The schedule entry of a course's pending rebuild (one per course)."""
-    return f"rebuild:{course_id}"
 
 
 class _Metrics:

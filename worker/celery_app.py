@@ -13,6 +13,7 @@ from celery import Celery, bootsteps
 from celery.signals import setup_logging, worker_init, worker_process_shutdown, worker_shutdown
 from kombu.entity import Exchange, Queue
 
+from core.events import broker as core_broker
 from core.events.broker import EVENTS_QUEUE, TASK_HANDLE_EVENT
 from core.logging import configure_logging, get_logger
 from core.settings import Settings, get_settings
@@ -38,8 +39,8 @@ def _prepare_worker_metrics() -> str | None:
 
 _OWN_METRICS_DIR = _prepare_worker_metrics()
 
-REBUILDS_QUEUE = "rebuilds"
-TASK_REBUILD = "course_bundles.rebuild"
+REBUILDS_QUEUE = core_broker.REBUILDS_QUEUE
+TASK_REBUILD = core_broker.TASK_REBUILD
 TASK_RECONCILE = "course_bundles.reconcile"
 
 

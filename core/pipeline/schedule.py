@@ -23,6 +23,7 @@ import redis
 
 from core.keys import Keys
 from core.logging import get_logger
+from core.pipeline.debounce import Debouncer
 
 log = get_logger(__name__)
 
@@ -166,3 +167,41 @@ def _decode(entry_id: bytes, due_ms: bytes, raw: bytes) -> DueEntry | None:
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
+
+
+def rebuild_entry_id(course_id: str) -> str:
+    """The schedule entry of a course's pending rebuild (one per course)."""
+    return f"rebuild:{course_id}"
+
+
+class ScheduledRebuilds:
+    """Asks for a course's rebuild from a process with no broker (the API): mark it dirty, and
+    when that asks for a rebuild, put one on the schedule (due now, or when the window closes)."""
+
+    def __init__(
+        self,
+        debouncer: Debouncer,
+        schedule: Schedule,
+        *,
+        task: str,
+        queue: str,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._debouncer = debouncer
+        self._schedule = schedule
+        self._task = task
+        self._queue = queue
+        self._clock = clock
+
+    def __call__(self, course_id: str) -> None:
+        countdown = self._debouncer.note_dirty(course_id)
+        if countdown is None:
+            return  # a rebuild is already pending and covers it
+        self._schedule.put(
+            rebuild_entry_id(course_id),
+            self._task,
+            due=self._clock() + countdown,
+            args=[course_id],
+            kwargs={"failures": 0, "trailing": countdown > 0},
+            queue=self._queue,
+        )

@@ -6,7 +6,8 @@ import fakeredis
 import pytest
 
 from core.keys import Keys
-from core.pipeline.schedule import Schedule
+from core.pipeline.debounce import Debouncer
+from core.pipeline.schedule import Schedule, ScheduledRebuilds, rebuild_entry_id
 
 
 class Clock:
@@ -144,3 +145,17 @@ def test_cancel_drops_a_pending_entry(
     put(schedule, "a", 990.0)
     schedule.cancel("a")
     assert schedule.due_at("a") is None and schedule.claim() == []
+
+
+def test_a_rebuild_asked_for_without_a_broker_is_scheduled_once(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, clock: Clock
+) -> None:
+    schedule = make(fake_redis, keys, clock)
+    debouncer = Debouncer(fake_redis, keys)
+    soon = ScheduledRebuilds(debouncer, schedule, task="t.rebuild", queue="rebuilds", clock=clock)
+    soon("c1")
+    soon("c1")  # already pending: joins it
+    assert debouncer.is_dirty("c1") and schedule.size() == 1
+    [entry] = schedule.claim()
+    assert (entry.task, entry.args, entry.queue) == ("t.rebuild", ["c1"], "rebuilds")
+    assert entry.entry_id == rebuild_entry_id("c1")
