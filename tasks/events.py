@@ -63,8 +63,9 @@ def event_handler(rt: Any) -> EventHandler:
 
 
 @app.task(name=TASK_HANDLE_EVENT, bind=True, max_retries=None)
-def handle_event(self: Task, envelope: Any, attempt: int = 0) -> dict[str, Any]:
+def handle_event(self: Task, envelope: Any, *, attempt: int = 0) -> dict[str, Any]:
     """Validate again (the broker may carry anything), apply, ask for the rebuilds."""
-    # A message from before the durable schedule counted its tries in Celery's header.
-    tries = max(int(attempt), int(self.request.retries or 0))
+    # Only the schedule sets ``attempt``; a message from before it counted in Celery's header.
+    ours = attempt if isinstance(attempt, int) and not isinstance(attempt, bool) else 0
+    tries = max(0, ours, int(self.request.retries or 0))
     return event_handler(get_runtime()).handle(envelope, attempt=tries)
