@@ -20,8 +20,12 @@ DEFAULT_OUT = Path("clients/typescript/openapi.json")
 
 
 def document() -> dict[str, Any]:
-    """The document ``GET /openapi.json`` serves, built from default settings (no I/O)."""
-    settings = Settings(_env_file=None, log_format="console", log_level="WARNING")
+    """The document ``GET /openapi.json`` serves, built from the defaults (no I/O).
+
+    The defaults, not the environment or a ``.env`` file: the committed copy must not depend on
+    where it was exported.
+    """
+    settings = Settings.model_construct(log_format="console", log_level="WARNING")
     return create_app(settings).openapi()
 
 

@@ -75,7 +75,7 @@ const READ_RETRY_ON: ReadonlySet<number> = new Set([429, 503]);
 
 const meta = new WeakMap<object, ResponseMeta>();
 
-/** The headers that came with `value` (a bundle, unit, lesson, resource or subject listing). */
+/** The headers of the latest answer for `value` (a bundle, unit, lesson, resource or subject listing). */
 export function responseMeta(value: object): ResponseMeta | undefined {
   return meta.get(value);
 }
@@ -278,7 +278,10 @@ export class CourseBundlesClient {
       if (cached === undefined) {
         throw new UnexpectedResponse(`304 for ${url} without a cached answer`, { status: 304, url });
       }
-      if (typeof cached.value === "object" && cached.value !== null) meta.set(cached.value, metaOf(response));
+      if (typeof cached.value === "object" && cached.value !== null) {
+        const fresh = metaOf(response);
+        meta.set(cached.value, { ...fresh, etag: fresh.etag ?? cached.etag });
+      }
       return cached.value;
     }
     const text = await response.text();

@@ -111,6 +111,17 @@ describe("reads", () => {
     );
   });
 
+  it("updates responseMeta from a 304, keeping the cached ETag when the 304 has none", async () => {
+    const { c } = client((call) =>
+      call.headers["if-none-match"] ? new Response(null, { status: 304, headers: { "x-bundle-stale": "true", "x-bundle-generation": "7" } }) : bundleAnswer(),
+    );
+    const first = await c.getBundle("course-1");
+    assert.equal(responseMeta(first)?.stale, false);
+    const second = await c.getBundle("course-1");
+    assert.equal(second, first);
+    assert.deepEqual([responseMeta(second)?.stale, responseMeta(second)?.etag, responseMeta(second)?.generation], [true, '"e1"', 7]);
+  });
+
   it("encodes path parameters and builds the redirect query", async () => {
     const { c, calls } = client(() => json({ path: "/math/algebra/u0/l0/quiz/q" }, 200, { etag: '"r"' }));
     await c.getLesson("course 1", "u/0", "l?0");
