@@ -42,6 +42,8 @@ class DueEntry:
     kwargs: dict[str, Any]
     queue: str
     due: float
+    shard: int
+    claim_ms: int
     raw: bytes = field(repr=False)
 
 
@@ -103,28 +105,33 @@ class Schedule:
                 keys=self._shard_keys(shard), args=[now_ms, self.claim_lease_ms, limit], client=pipe
             )
         claimed: list[DueEntry] = []
-        for flat in cast(list[list[bytes]], pipe.execute()):
-            for i in range(0, len(flat), 3):
-                entry = _decode(flat[i], flat[i + 1], flat[i + 2])
+        for shard, flat in zip(chosen, cast(list[list[bytes]], pipe.execute()), strict=True):
+            for i in range(0, len(flat), 4):
+                entry = _decode(shard, flat[i : i + 4])
                 if entry is None:
                     # Nothing can run it; left claimed it would come back on every lease lapse.
                     log.error(
                         "schedule_entry_undecodable", entry_id=_text(flat[i]), outcome="dropped"
                     )
-                    self.cancel(_text(flat[i]))
+                    self.cancel(_text(flat[i]), shard=shard)
                 else:
                     claimed.append(entry)
         return claimed
 
     def ack(self, entry: DueEntry) -> None:
-        """The entry's task message is on the broker: forget the entry (unless it was re-put)."""
+        """The entry's task message is on the broker: forget the entry (unless it was re-put).
+
+        Acknowledged in the shard it was claimed from, so a changed shard count cannot orphan it;
+        only this claim is removed (its lease expiry is the token), never another worker's.
+        """
         self._ack(
-            keys=self._shard_keys(self.shard_of(entry.entry_id)), args=[entry.entry_id, entry.raw]
+            keys=self._shard_keys(entry.shard), args=[entry.entry_id, entry.raw, entry.claim_ms]
         )
 
-    def cancel(self, entry_id: str) -> None:
+    def cancel(self, entry_id: str, *, shard: int | None = None) -> None:
         """Drop a pending entry (its work is no longer wanted)."""
-        due_key, claims_key, payload_key = self._shard_keys(self.shard_of(entry_id))
+        home = self.shard_of(entry_id) if shard is None else shard
+        due_key, claims_key, payload_key = self._shard_keys(home)
         pipe = self._redis.pipeline(transaction=True)
         pipe.zrem(due_key, entry_id)
         pipe.zrem(claims_key, entry_id)
@@ -149,7 +156,8 @@ class Schedule:
         return sum(int(n) for n in pipe.execute())
 
 
-def _decode(entry_id: bytes, due_ms: bytes, raw: bytes) -> DueEntry | None:
+def _decode(shard: int, fields: list[bytes]) -> DueEntry | None:
+    entry_id, due_ms, raw, claim_ms = fields
     try:
         doc = orjson.loads(raw)
         return DueEntry(
@@ -159,6 +167,8 @@ def _decode(entry_id: bytes, due_ms: bytes, raw: bytes) -> DueEntry | None:
             kwargs=dict(doc["kwargs"]),
             queue=str(doc["q"]),
             due=float(due_ms) / 1000.0,
+            shard=shard,
+            claim_ms=int(claim_ms),
             raw=raw,
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):

@@ -159,3 +159,33 @@ def test_a_rebuild_asked_for_without_a_broker_is_scheduled_once(
     [entry] = schedule.claim()
     assert (entry.task, entry.args, entry.queue) == ("t.rebuild", ["c1"], "rebuilds")
     assert entry.entry_id == rebuild_entry_id("c1")
+
+
+def test_an_ack_removes_only_its_own_claim(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, clock: Clock
+) -> None:
+    one, two = make(fake_redis, keys, clock), make(fake_redis, keys, clock)
+    put(one, "a", 990.0)
+    [first] = one.claim()
+    put(one, "a", 990.0)  # the task re-puts the same work, due now
+    clock.now += 0.5
+    [second] = two.claim()  # another worker claims the re-put entry
+    one.ack(first)  # the first claimer's late acknowledgement must not drop the second claim
+    clock.now += 10.5  # the second claimer died before it published
+    [again] = one.claim()
+    assert again.entry_id == "a"
+
+
+def test_entries_claimed_before_a_shard_count_change_are_acknowledged_where_they_were(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, clock: Clock
+) -> None:
+    old = make(fake_redis, keys, clock)
+    for i in range(20):
+        put(old, f"e{i}", 990.0)
+    new = Schedule(fake_redis, keys, shards=16, claim_lease_ms=10_000, clock=clock)
+    claimed = new.claim(shards=range(4))  # the old shards, drained by the new configuration
+    assert len(claimed) == 20
+    for entry in claimed:
+        new.ack(entry)
+    clock.now += 60
+    assert new.claim(shards=range(16)) == [] and old.size() == 0
