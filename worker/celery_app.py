@@ -178,9 +178,12 @@ def _serve_worker_metrics(**_: Any) -> None:
         return
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: PLC0415
 
+    from worker.scheduler import STATS  # noqa: PLC0415 - the main process's own numbers
+
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
+    registry.register(STATS)
     try:
         start_http_server(
             settings.worker_metrics_port, addr=settings.worker_metrics_host, registry=registry

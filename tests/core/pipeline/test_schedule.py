@@ -169,7 +169,7 @@ def test_an_ack_removes_only_its_own_claim(
     [first] = one.claim()
     put(one, "a", 990.0)  # the task re-puts the same work, due now
     clock.now += 0.5
-    [second] = two.claim()  # another worker claims the re-put entry
+    [_second] = two.claim()  # another worker claims the re-put entry
     one.ack(first)  # the first claimer's late acknowledgement must not drop the second claim
     clock.now += 10.5  # the second claimer died before it published
     [again] = one.claim()
