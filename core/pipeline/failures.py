@@ -76,7 +76,13 @@ class FailurePolicy:
     def backoff_s(self, failures: int, rng: random.Random | None = None) -> float:
         """``base`` doubling per consecutive failure, capped, with jitter down to half."""
         draw = (rng or random).uniform(0.5, 1.0)
-        return float(min(self.cap_s, self.base_s * 2 ** max(0, failures - 1)) * draw)
+        doublings = min(max(0, failures - 1), 40)  # past the cap anyway; no float overflow
+        return float(min(self.cap_s, self.base_s * 2**doublings) * draw)
+
+
+class FailureUnrecorded(Exception):
+    """A failure could not be given its verdict (Redis refused the retry and the dead letter):
+    the task hands the message back to the broker instead of acknowledging it."""
 
 
 def is_wrong_type(exc: BaseException) -> bool:

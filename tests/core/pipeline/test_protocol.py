@@ -168,3 +168,25 @@ def test_redis_failing_while_recording_a_failure_is_reported_not_raised(
     monkeypatch.setattr(world.debouncer, "record_failure", no_redis)
     assert world.protocol().handle(RebuildMessage("c1"))["outcome"] == "unrecorded"
     assert world.debouncer.is_dirty("c1")  # reconcile will requeue it
+
+
+def test_an_event_during_a_build_that_fails_for_good_still_gets_its_rebuild(
+    world: World,
+) -> None:
+    world.generations["c1"] = 4  # an old bundle is served meanwhile
+    world.debouncer.note_dirty("c1")
+    world.fail_with = CourseNotFound("no slug")
+
+    def the_fix_arrives() -> None:
+        countdown = world.debouncer.note_dirty("c1")  # the event fixing the slug
+        if countdown is not None:
+            world.request("c1", countdown=countdown, retries=0, trailing=True)
+
+    world.on_build = the_fix_arrives
+    assert world.protocol().handle(RebuildMessage("c1"))["outcome"] == "failed"
+    assert world.debouncer.is_dirty("c1")  # the fix's change is not forgotten
+    assert len(world.requested) == 1
+    world.fail_with = None
+    world.on_build = None
+    decision = world.protocol().decide(RebuildMessage("c1", trailing=True))
+    assert not isinstance(decision, Covered)
