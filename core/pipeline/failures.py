@@ -19,6 +19,10 @@ import redis
 
 from core.errors import BundlesError
 
+# A course's pending retry this long past its due time is taken as lost (its message never came):
+# reconcile requeues the course.
+RETRY_GRACE_S = 30.0
+
 
 class FailureKind(enum.Enum):
     """How a failure is handled (see the module docstring)."""

@@ -157,7 +157,6 @@ class RebuildProtocol:
         policy: FailurePolicy,
         observer: RebuildObserver | None = None,
         task_name: str = "rebuild",
-        retry_grace_s: float = 30.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._debouncer = debouncer
@@ -168,7 +167,6 @@ class RebuildProtocol:
         self._policy = policy
         self._observer = observer or NullObserver()
         self._task_name = task_name
-        self.retry_grace_s = retry_grace_s
         self._clock = clock
 
     # --- deciding ---------------------------------------------------------------------------
@@ -178,14 +176,11 @@ class RebuildProtocol:
         backoff = self._debouncer.backoff(course_id)
         if backoff is not None and backoff.parked:
             return Parked()
-        # The course's last rebuild failed and its one retry is pending: that retry covers this
-        # message (an older chain, or an event before the hold), unless the retry is long overdue
-        # (its message was lost) and this message takes over.
-        if (
-            backoff is not None
-            and msg.failures != backoff.failures
-            and self._clock() < backoff.due + self.retry_grace_s
-        ):
+        # The course's last rebuild failed and its one retry is pending: until it is due, that
+        # retry covers this message (an older chain, or an event before the hold). From its due
+        # time on, whichever message comes first runs it (the retry's own entry may have been
+        # replaced, or lost).
+        if backoff is not None and msg.failures != backoff.failures and self._clock() < backoff.due:
             return BackingOff(backoff.due)
         if (
             not self._debouncer.is_dirty(course_id)

@@ -21,6 +21,7 @@ from typing import Any, cast
 import orjson
 import redis
 
+from core.events.broker import REBUILDS_QUEUE, TASK_REBUILD
 from core.keys import Keys
 from core.logging import get_logger
 from core.pipeline.debounce import Debouncer
@@ -184,34 +185,50 @@ def rebuild_entry_id(course_id: str) -> str:
     return f"rebuild:{course_id}"
 
 
+def put_rebuild(
+    schedule: Schedule, course_id: str, *, due: float, failures: int, trailing: bool
+) -> None:
+    """Put the course's one pending rebuild on the schedule (a later put moves it)."""
+    schedule.put(
+        rebuild_entry_id(course_id),
+        TASK_REBUILD,
+        due=due,
+        args=[course_id],
+        kwargs={"failures": failures, "trailing": trailing},
+        queue=REBUILDS_QUEUE,
+    )
+
+
 class ScheduledRebuilds:
     """Asks for a course's rebuild from a process with no broker (the API): mark it dirty, and
-    when that asks for a rebuild, put one on the schedule (due now, or when the window closes)."""
+    when that asks for a rebuild, put one on the schedule (due now, or when the window closes).
+
+    A parked course is left parked: its dead letter already asks a person to look.
+    """
 
     def __init__(
         self,
         debouncer: Debouncer,
         schedule: Schedule,
         *,
-        task: str,
-        queue: str,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self._debouncer = debouncer
         self._schedule = schedule
-        self._task = task
-        self._queue = queue
         self._clock = clock
 
     def __call__(self, course_id: str) -> None:
+        backoff = self._debouncer.backoff(course_id)
+        if backoff is not None and backoff.parked:
+            log.info("rebuild_not_requested", course_id=course_id, outcome="parked")
+            return
         countdown = self._debouncer.note_dirty(course_id)
         if countdown is None:
             return  # a rebuild is already pending and covers it
-        self._schedule.put(
-            rebuild_entry_id(course_id),
-            self._task,
+        put_rebuild(
+            self._schedule,
+            course_id,
             due=self._clock() + countdown,
-            args=[course_id],
-            kwargs={"failures": 0, "trailing": countdown > 0},
-            queue=self._queue,
+            failures=0,
+            trailing=countdown > 0,
         )

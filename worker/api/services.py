@@ -23,7 +23,6 @@ from core.bundle.reader import BundleReader, ReaderPolicy
 from core.bundle.store import BundleStore
 from core.errors import CourseNotFound
 from core.events.backlog import BacklogGuard, QueueDepth
-from core.events.broker import REBUILDS_QUEUE, TASK_REBUILD
 from core.events.publisher import EventSender, Publisher
 from core.keys import Keys
 from core.logging import get_logger
@@ -118,8 +117,6 @@ class ApiServices:
                 lease_ms=s.rebuild_lease_ms,
             ),
             Schedule(self.redis, self.keys, shards=s.schedule_shards),
-            task=TASK_REBUILD,
-            queue=REBUILDS_QUEUE,
         )
 
     @cached_property

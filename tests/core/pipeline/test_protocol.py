@@ -190,3 +190,15 @@ def test_an_event_during_a_build_that_fails_for_good_still_gets_its_rebuild(
     world.on_build = None
     decision = world.protocol().decide(RebuildMessage("c1", trailing=True))
     assert not isinstance(decision, Covered)
+
+
+def test_once_the_retry_is_due_any_message_runs_it(world: World) -> None:
+    # The retry's own entry was replaced by a plain request (failures=0): from the due time on
+    # it must still rebuild, not wait for reconcile.
+    world.debouncer.note_dirty("c1")
+    world.debouncer.record_failure("c1", lambda _n: 5.0, now=1_000.0)
+    protocol = world.protocol()
+    protocol._clock = lambda: 1_004.0
+    assert isinstance(protocol.decide(RebuildMessage("c1", failures=0)), BackingOff)
+    protocol._clock = lambda: 1_005.5
+    assert isinstance(protocol.decide(RebuildMessage("c1", failures=0)), Run)

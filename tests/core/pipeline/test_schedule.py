@@ -152,13 +152,19 @@ def test_a_rebuild_asked_for_without_a_broker_is_scheduled_once(
 ) -> None:
     schedule = make(fake_redis, keys, clock)
     debouncer = Debouncer(fake_redis, keys)
-    soon = ScheduledRebuilds(debouncer, schedule, task="t.rebuild", queue="rebuilds", clock=clock)
+    soon = ScheduledRebuilds(debouncer, schedule, clock=clock)
     soon("c1")
     soon("c1")  # already pending: joins it
     assert debouncer.is_dirty("c1") and schedule.size() == 1
     [entry] = schedule.claim()
-    assert (entry.task, entry.args, entry.queue) == ("t.rebuild", ["c1"], "rebuilds")
+    assert (entry.task, entry.args, entry.queue) == ("course_bundles.rebuild", ["c1"], "rebuilds")
     assert entry.entry_id == rebuild_entry_id("c1")
+    # A parked course is left parked: its dead letter asks a person, not every damaged read.
+    debouncer.record_failure("c2", lambda _n: 1.0, park=lambda _n: True)
+    soon("c2")
+    assert schedule.due_at(rebuild_entry_id("c2")) is None
+    backoff = debouncer.backoff("c2")
+    assert backoff is not None and backoff.parked
 
 
 def test_an_ack_removes_only_its_own_claim(
