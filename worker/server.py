@@ -92,6 +92,9 @@ class _HeadRefused(Exception):
     """Raised from a parser callback to stop parsing a head already answered 431."""
 
 
+_Base = HttpToolsProtocol
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a header size limit, a header deadline and a
     deadline for an unread body.
@@ -139,7 +142,9 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._unset_keepalive_if_required()
         inside_head = self._head_open  # this packet starts inside a head (or before one)
         if inside_head and self._head_since is None:
-            self._start_head_clock()
+            self._head_since = self.loop.time()
+            if self._head_timer is None:
+                self._arm_head_timer()
         heads_done = self._heads_done
         try:
             self.parser.feed_data(data)
@@ -161,14 +166,15 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
             if self._head_packets > self._max_head and not self._discarding:
                 self._reject_head(self._head_packets)
 
+    # The overrides below call the base class directly: they run for every request.
     def on_message_begin(self) -> None:
-        super().on_message_begin()
+        _Base.on_message_begin(self)
         if self._head_since is None:  # a request that began inside a packet
             self._start_head_clock()
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._head_parsed += len(name) + len(value) + _HEADER_BYTES
-        super().on_header(name, value)
+        _Base.on_header(self, name, value)
 
     def on_headers_complete(self) -> None:
         parsed = self._head_parsed + len(self.parser.get_method()) + len(self.url) + _LINE_BYTES
@@ -181,7 +187,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._head_parsed = self._head_packets = 0
         self._heads_done += 1
         self._in_body = True
-        super().on_headers_complete()
+        _Base.on_headers_complete(self)
 
     def on_message_complete(self) -> None:
         self._in_body = False
@@ -189,17 +195,20 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if self._body_timer is not None:
             self._body_timer.cancel()
             self._body_timer = None
-        super().on_message_complete()
+        _Base.on_message_complete(self)
 
     def on_response_complete(self) -> None:
-        super().on_response_complete()
+        _Base.on_response_complete(self)
         if self._in_body and not self.transport.is_closing() and self._body_timer is None:
             self._body_timer = self.loop.call_later(self._body_timeout_s, self._unread_body_late)
 
     def _start_head_clock(self) -> None:
         self._head_since = self.loop.time()
         if self._head_timer is None:
-            self._head_timer = self.loop.call_later(self._header_timeout_s, self._head_deadline)
+            self._arm_head_timer()
+
+    def _arm_head_timer(self) -> None:
+        self._head_timer = self.loop.call_later(self._header_timeout_s, self._head_deadline)
 
     def _head_deadline(self) -> None:
         self._head_timer = None
