@@ -64,6 +64,7 @@ from worker.supervise import free_port  # noqa: E402
 OUT = ROOT / "bench" / "out" / "api.json"
 TOKEN = "bench-read-token"
 _UNITS = {"us": 1e-3, "ms": 1.0, "s": 1000.0}
+METRICS = ("rps", "p50_ms", "p99_ms", "cpu_us_per_req")
 
 
 def one_course(resources: int) -> CourseRecords:
@@ -106,6 +107,15 @@ def start_server(
     raise RuntimeError("the API did not start")
 
 
+def process_cpu_s(pid: int) -> float:
+    """User + system CPU seconds the server process has used (Linux ``/proc``; else 0)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 # --- load generators ---------------------------------------------------------------------------
 def _ms(text: str) -> float:
     number, unit = re.fullmatch(r"([\d.]+)(us|ms|s)", text.strip()).groups()  # type: ignore[union-attr]
@@ -123,7 +133,8 @@ def run_wrk(url: str, seconds: float, connections: int, threads: int) -> dict[st
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
     if errors:
         raise RuntimeError(f"{errors.group(1)} failed responses from {url}")
-    return {"rps": rps, "p50_ms": _ms(pct["50"]), "p99_ms": _ms(pct["99"])}
+    done = float(re.search(r"(\d+) requests in", out).group(1))  # type: ignore[union-attr]
+    return {"rps": rps, "p50_ms": _ms(pct["50"]), "p99_ms": _ms(pct["99"]), "requests": done}
 
 
 def run_python(url: str, seconds: float, connections: int) -> dict[str, float]:
@@ -151,6 +162,7 @@ def run_python(url: str, seconds: float, connections: int) -> dict[str, float]:
     latencies.sort()
     return {
         "rps": len(latencies) / took,
+        "requests": float(len(latencies)),
         "p50_ms": latencies[len(latencies) // 2],
         "p99_ms": latencies[int(len(latencies) * 0.99)],
     }
@@ -230,14 +242,18 @@ def main() -> None:
             for server in servers if rep % 2 == 0 else servers[::-1]:
                 for name in ("api", "bare") if rep % 2 == 0 else ("bare", "api"):
                     url = urls[server][name]
+                    cpu_before = process_cpu_s(procs[server].pid)
                     if tool == "wrk":
                         got = run_wrk(url, args.seconds, args.connections, args.threads)
                     else:
                         got = run_python(url, args.seconds, args.connections)
+                    cpu = process_cpu_s(procs[server].pid) - cpu_before
+                    got["cpu_us_per_req"] = cpu * 1e6 / max(got.pop("requests"), 1.0)
                     runs[server][name].append(got)
                     print(
                         f"rep {rep + 1} {server:>9} {name:>4}: {got['rps']:8.0f} req/s  "
-                        f"p50 {got['p50_ms']:.2f} ms  p99 {got['p99_ms']:.2f} ms",
+                        f"p50 {got['p50_ms']:.2f} ms  p99 {got['p99_ms']:.2f} ms  "
+                        f"server CPU {got['cpu_us_per_req']:.0f} us/req",
                         flush=True,
                     )
     finally:
@@ -250,7 +266,7 @@ def main() -> None:
 
     def medians(by_name: dict[str, list[dict[str, float]]]) -> dict[str, dict[str, float]]:
         return {
-            name: {k: statistics.median(r[k] for r in got) for k in ("rps", "p50_ms", "p99_ms")}
+            name: {k: statistics.median(r[k] for r in got) for k in METRICS}
             for name, got in by_name.items()
         }
 
@@ -286,6 +302,10 @@ def main() -> None:
             # The limited server's api numbers as ratios of the unlimited one's.
             "limitedThroughputRatio": round(limited_rps, 3),
             "limitedP99Ratio": round(limited_p99, 3),
+            # Server CPU per request: far less sensitive to other load than req/s is.
+            "limitedCpuPerRequestRatio": round(
+                med["api"]["cpu_us_per_req"] / max(plain["api"]["cpu_us_per_req"], 1e-9), 3
+            ),
             "targets": {"limitedThroughputRatio": 0.9, "limitedP99Ratio": 1.1},
             "met": {
                 "limitedThroughputRatio": limited_rps >= 0.9,
@@ -296,7 +316,8 @@ def main() -> None:
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(
         f"\napi : {med['api']['rps']:.0f} req/s, p50 {med['api']['p50_ms']:.2f} ms, "
-        f"p99 {med['api']['p99_ms']:.2f} ms (median of {args.reps})\n"
+        f"p99 {med['api']['p99_ms']:.2f} ms, server CPU {med['api']['cpu_us_per_req']:.0f} us/req "
+        f"(median of {args.reps})\n"
         f"bare: {med['bare']['rps']:.0f} req/s, p50 {med['bare']['p50_ms']:.2f} ms, "
         f"p99 {med['bare']['p99_ms']:.2f} ms\n"
         f"throughput {rps_ratio:.2f}x bare (target >= 0.8); p99 {p99_ratio:.2f}x bare "
@@ -306,9 +327,11 @@ def main() -> None:
         u = result["unlimited"]
         print(
             f"without the limits (httptools): api {u['api']['rps']:.0f} req/s, "
-            f"p99 {u['api']['p99_ms']:.2f} ms; with them: throughput "
+            f"p99 {u['api']['p99_ms']:.2f} ms, server CPU {u['api']['cpu_us_per_req']:.0f} us/req; "
+            "with them: throughput "
             f"{u['limitedThroughputRatio']:.2f}x (target >= 0.9), p99 "
-            f"{u['limitedP99Ratio']:.2f}x (target <= 1.1)"
+            f"{u['limitedP99Ratio']:.2f}x (target <= 1.1); server CPU per request "
+            f"{u['limitedCpuPerRequestRatio']:.2f}x"
         )
 
 
