@@ -15,8 +15,9 @@ Targets: api throughput >= 0.8x bare, api p99 <= 2x bare.
 ``--compare-unlimited`` also runs the same measurement on the server as it was before the
 limits (``uvicorn --factory`` with its default httptools parser and no limits), alternating
 the two servers rep by rep, and reports the limited server's api throughput and p99 as ratios
-of the unlimited one's (docs/deploy.md; targets >= 0.9x and <= 1.1x). Writes
-bench/out/api.json.
+of the unlimited one's (docs/deploy.md; targets >= 0.9x and <= 1.1x), then times the
+protocol alone in memory with and without the limits (no sockets: the limits' own cost, which
+req/s on a shared machine cannot resolve). Writes bench/out/api.json.
 
     python -m bench.api [--seconds 8] [--connections 32] [--reps 3] [--compare-unlimited]
 """
@@ -168,6 +169,87 @@ def run_python(url: str, seconds: float, connections: int) -> dict[str, float]:
     }
 
 
+# --- the protocol alone, in this process -------------------------------------------------------
+class _NullTransport(asyncio.Transport):
+    """Takes the answers and drops them, so only the protocol and a trivial app cost time."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closing = False
+
+    def get_extra_info(self, name: str, default: Any = None) -> Any:
+        return ("127.0.0.1", 40000) if name in ("peername", "sockname") else default
+
+    def write(self, data: Any) -> None:
+        pass
+
+    def is_closing(self) -> bool:
+        return self.closing
+
+    def close(self) -> None:
+        self.closing = True
+
+    def pause_reading(self) -> None:
+        pass
+
+    def resume_reading(self) -> None:
+        pass
+
+
+def protocol_cost(body: bytes, requests: int = 10_000, reps: int = 9) -> dict[str, float]:
+    """Microseconds per kept-alive request of uvicorn's httptools protocol with and without the
+    limits, fed in memory (no sockets, no other load): what the limits cost by themselves."""
+    import uvicorn
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+    from uvicorn.server import ServerState
+
+    from worker.server import LimitedHttpToolsProtocol
+
+    length = str(len(body)).encode()
+
+    async def app(scope: Any, receive: Any, send: Any) -> None:
+        await send(
+            {"type": "http.response.start", "status": 200, "headers": [(b"content-length", length)]}
+        )
+        await send({"type": "http.response.body", "body": body})
+
+    request = (
+        b"GET /v1/courses/c/units/u/lessons/l HTTP/1.1\r\nHost: 127.0.0.1:8000\r\n"
+        b"Authorization: Bearer " + TOKEN.encode() + b"\r\n\r\n"
+    )
+    config = uvicorn.Config(app, http="httptools", access_log=False, log_level="warning")
+    config.load()
+
+    async def one(cls: type[HttpToolsProtocol]) -> float:
+        proto = cls(config, ServerState(), {}, _loop=asyncio.get_running_loop())
+        proto.connection_made(_NullTransport())
+        started = time.perf_counter()
+        for _ in range(requests):
+            proto.data_received(request)
+            while not proto.cycle.response_complete:
+                await asyncio.sleep(0)
+        took = time.perf_counter() - started
+        proto.connection_lost(None)
+        return took / requests * 1e6
+
+    async def alternate() -> dict[str, list[float]]:
+        classes = {"httptools": HttpToolsProtocol, "limited": LimitedHttpToolsProtocol}
+        got: dict[str, list[float]] = {name: [] for name in classes}
+        for rep in range(reps):
+            for name in list(classes) if rep % 2 == 0 else list(classes)[::-1]:
+                got[name].append(await one(classes[name]))
+        return got
+
+    try:
+        import uvloop
+
+        runner: Any = uvloop.run
+    except ImportError:
+        runner = asyncio.run
+    got = runner(alternate())
+    return {name: round(statistics.median(values), 2) for name, values in got.items()}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--seconds", type=float, default=8.0)
@@ -312,6 +394,10 @@ def main() -> None:
                 "limitedP99Ratio": limited_p99 <= 1.1,
             },
         }
+    if "unlimited" in runs:
+        cost = protocol_cost(body)
+        result["unlimited"]["protocolUsPerRequest"] = cost
+        result["unlimited"]["protocolCostRatio"] = round(cost["limited"] / cost["httptools"], 3)
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(json.dumps(result, indent=2) + "\n")
     print(
@@ -331,7 +417,9 @@ def main() -> None:
             "with them: throughput "
             f"{u['limitedThroughputRatio']:.2f}x (target >= 0.9), p99 "
             f"{u['limitedP99Ratio']:.2f}x (target <= 1.1); server CPU per request "
-            f"{u['limitedCpuPerRequestRatio']:.2f}x"
+            f"{u['limitedCpuPerRequestRatio']:.2f}x\n"
+            f"the protocol alone, in memory: {u['protocolUsPerRequest']['httptools']:.1f} us per "
+            f"request without the limits, {u['protocolUsPerRequest']['limited']:.1f} us with them"
         )
 
 
