@@ -6,10 +6,11 @@ expire; waiters (a denied request that is still trying) expire unless they ask a
 * ``interactive`` takes a token whenever there is one and a slot is free.
 * ``event`` and ``background`` leave ``reserve_tokens`` and ``reserve_slots`` to interactive
   work and step back while a higher class waits (background also yields to events), except that
-  each earns floor credits at ``floor_share`` of the rate, spent when it would otherwise wait:
-  it never starves.
+  each earns floor credits at ``floor_share`` of the rate, spent when it would otherwise wait
+  (even on the token interactive work would take next): it never starves.
 * A throttle (429, or 503 with ``Retry-After``) pauses every class until ``Retry-After`` has
-  passed and cuts the rate by ``decrease`` (once per pause); successes raise it by
+  passed, empties the bucket (no burst on resume) and cuts the rate by ``decrease`` (once
+  per pause); successes raise it by
   ``increase_rps`` a second of success, up to ``max_rps`` (AIMD).
 """
 
@@ -76,7 +77,9 @@ def _refresh(state: BudgetState, policy: BudgetPolicy, now: int) -> float:
     state.waiters = {k: v for k, v in state.waiters.items() if v > now}
     rate = _rate(state, policy)
     tokens = policy.burst if state.tokens is None else state.tokens
-    elapsed = max(0, now - state.at) if state.tokens is not None else 0
+    # Nothing accrues while the fleet is paused: it resumes at the rate, not with a burst.
+    since = max(state.at, state.paused_until)
+    elapsed = max(0, now - since) if state.tokens is not None else 0
     state.tokens = min(policy.burst, tokens + elapsed * rate / 1000)
     for cls in CLASSES[1:]:
         credit = state.floors.get(cls, 0.0) + elapsed * rate * policy.floor_share / 1000
@@ -130,11 +133,13 @@ def _admit_lower(  # noqa: PLR0917 - private, called once
     higher = _waiting(state, "interactive", lease_id) or (
         cls == "background" and _waiting(state, "event", lease_id)
     )
-    need = 1 + policy.reserve_tokens
+    need = min(policy.burst, 1 + policy.reserve_tokens)  # a full bucket is always enough
     if not higher and tokens >= need and inflight < policy.max_inflight - policy.reserve_slots:
         return Admission(True)
     credit = state.floors.get(cls, 0.0)
-    if credit >= 1 and tokens >= 1 and inflight < policy.max_inflight:
+    # A floor credit may take the token interactive work would take next (the bucket goes at
+    # most one token into debt): the floor share holds however busy readers are.
+    if credit >= 1 and tokens >= 0 and inflight < policy.max_inflight:
         state.floors[cls] = credit - 1
         return Admission(True, 0, "floor")
     floor_rate = rate * policy.floor_share
@@ -162,6 +167,7 @@ def release(
         until = now + max(0, retry_after_ms)
         started = until > state.paused_until
         state.paused_until = max(state.paused_until, until)
+        state.tokens = 0.0  # resume at the rate, not with a burst the upstream just refused
         if now >= state.cut_at + max(1000, retry_after_ms):
             state.rate = max(policy.min_rps, rate * policy.decrease)
             state.cut_at = now

@@ -15,12 +15,12 @@ elseif cls == 'interactive' then
   end
 else
   local higher = waiting('interactive', lease) or (cls == 'background' and waiting('event', lease))
-  local need = 1 + P.burst * P.reserve_share
+  local need = math.min(P.burst, 1 + P.burst * P.reserve_share)
   local reserve_slots = math.floor(P.max_inflight * P.reserve_share)
   local credit = floors[cls] or 0
   if (not higher) and tokens >= need and S.leases < P.max_inflight - reserve_slots then
     ok = true
-  elseif credit >= 1 and tokens >= 1 and S.leases < P.max_inflight then
+  elseif credit >= 1 and tokens >= 0 and S.leases < P.max_inflight then
     ok, reason = true, 'floor'
     floors[cls] = credit - 1
   elseif higher then

@@ -49,7 +49,8 @@ local tokens, elapsed
 if S.tokens == nil then
   tokens, elapsed = P.burst, 0
 else
-  tokens, elapsed = S.tokens, math.max(0, now - at)
+  -- nothing accrues while the fleet is paused: it resumes at the rate, not with a burst
+  tokens, elapsed = S.tokens, math.max(0, now - math.max(at, S.paused or 0))
 end
 tokens = math.min(P.burst, tokens + elapsed * rate / 1000)
 local floors = {}

@@ -9,6 +9,7 @@ if outcome == 'throttled' then
   local untill = now + retry_ms
   if untill > paused then started = 1 end
   paused = math.max(paused, untill)
+  tokens = 0
   fields['paused'] = paused
   local cut_at = S.cut_at or -1e15
   if now >= cut_at + math.max(1000, retry_ms) then
