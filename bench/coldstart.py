@@ -158,7 +158,7 @@ def run_mode(sim_url: str, args: argparse.Namespace, *, budget: bool) -> dict[st
     }
     httpx.post(
         f"{sim_url}/_sim/faults",
-        json={"rate_limit_rps": rate, "rate_limit_burst": max(1, rate // 10)},
+        json={"rate_limit_rps": rate, "rate_limit_burst": max(1, rate // 5)},  # 0.2 s
     ).raise_for_status()
     workdir = Path(tempfile.mkdtemp(prefix="cb-coldstart-"))
     with running_system(workdir, sim_url, overrides=overrides) as system:

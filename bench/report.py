@@ -466,7 +466,10 @@ def section_coldstart(s: Section, d: dict[str, Any]) -> None:
     s.tables.append(Table(("measure", "budget on", "budget off", "target"), rows))
     s.notes.append(
         f"{cfg['readers']} readers (Zipf popularity) read through two API processes while "
-        "`bundles warm --all` runs beside two worker nodes; the off run is cut after 90 s."
+        "`bundles warm --all` runs beside two worker nodes; the off run is cut after 90 s. "
+        "The simulator's bucket holds R/5 (0.2 s), the budget's burst is R/20. The hot first "
+        "reads all land in the first second, when some 45 readers each start a cold build of "
+        "~8 sequential requests: about 360 requests at R, shared fairly among the readers."
     )
     timeline = d.get("timeline", {})
     for mode in ("on", "off"):
