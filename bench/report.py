@@ -23,7 +23,7 @@ ROOT = Path(__file__).resolve().parents[1]
 OUT_DIR = ROOT / "bench" / "out"
 DOC = ROOT / "docs" / "benchmarks.md"
 IMG_DIR = ROOT / "docs" / "img"
-ORDER = ("build", "burst", "freshness", "stampede", "egress", "api")
+ORDER = ("build", "burst", "freshness", "stampede", "egress", "api", "coldstart")
 
 
 @dataclass(frozen=True)
@@ -45,6 +45,17 @@ class Bars:
     target_label: str = "target"
 
 
+@dataclass(frozen=True)
+class Lines:
+    """One line chart: a y series per name over x (seconds), optionally a horizontal limit."""
+
+    title: str
+    series: dict[str, list[float]]
+    ylabel: str
+    target: float | None = None
+    target_label: str = "limit"
+
+
 @dataclass
 class Section:
     name: str
@@ -56,7 +67,7 @@ class Section:
     met: str = "-"
     notes: list[str] = field(default_factory=list)
     tables: list[Table] = field(default_factory=list)
-    charts: list[Bars] = field(default_factory=list)
+    charts: list[Bars | Lines] = field(default_factory=list)
 
 
 # --- formatting ---------------------------------------------------------------------------------
@@ -434,6 +445,47 @@ def section_generic(s: Section, d: dict[str, Any]) -> None:
         )
 
 
+def section_coldstart(s: Section, d: dict[str, Any]) -> None:
+    """Cold start against a rate limit, budget on and off (bench/coldstart.py)."""
+    targets = d["targets"]
+    keys = ("limit_ratio", "throttled_share", "hot_first_read_p99_ms", "dead_letters")
+    met = {k: d[k] <= targets[k] for k in keys}
+    s.met = met_text(met)
+    cfg = d["config"]
+    s.headline = (
+        f"{cfg['courses']:,} courses at {cfg['rate']} req/s: built in {fmt(d['limit_ratio'])} x "
+        f"the limit's time with the budget ({fmt(d['limit_ratio_off'])} x without), "
+        f"429s {d['throttled_share']:.1%} ({d['throttled_share_off']:.1%}), hot first read p99 "
+        f"{fmt(d['hot_first_read_p99_ms'])} ms ({fmt(d['hot_first_read_p99_ms_off'])} ms)"
+    )
+    rows = [
+        (k, fmt(d[k]), fmt(d[f"{k}_off"]), fmt(targets.get(k)))
+        for k in (*keys, "seconds", "upstream_requests", "upstream_429", "courses_built")
+    ]
+    rows.append(("warm_failures", fmt(d["warm_failures"]), fmt(d["warm_failures_off"]), "-"))
+    s.tables.append(Table(("measure", "budget on", "budget off", "target"), rows))
+    s.notes.append(
+        f"{cfg['readers']} readers (Zipf popularity) read through two API processes while "
+        "`bundles warm --all` runs beside two worker nodes; the off run is cut after 90 s. "
+        "The simulator's bucket holds R/5 (0.2 s), the budget's burst is R/20. The hot first "
+        "reads all land in the first second, when some 45 readers each start a cold build of "
+        "~8 sequential requests: about 360 requests at R, shared fairly among the readers."
+    )
+    timeline = d.get("timeline", {})
+    for mode in ("on", "off"):
+        if mode in timeline:
+            served = [float(v) for v in timeline[mode]["served_per_second"]]
+            refused = [float(v) for v in timeline[mode]["throttled_per_second"]]
+            s.charts.append(
+                Lines(
+                    f"budget {mode}: upstream answers per second",
+                    {"admitted (served)": served, "429": refused},
+                    "requests / s",
+                    target=float(cfg["rate"]),
+                )
+            )
+
+
 SECTIONS: dict[str, tuple[str, str, Callable[[Section, dict[str, Any]], None]]] = {
     "build": ("Rebuild cost and bundle size", "python -m bench.build", section_build),
     "burst": ("Burst coalescing", "python -m bench.burst", section_burst),
@@ -441,6 +493,11 @@ SECTIONS: dict[str, tuple[str, str, Callable[[Section, dict[str, Any]], None]]] 
     "stampede": ("Cache stampede on a cold bundle", "python -m bench.stampede", section_stampede),
     "egress": ("Redis egress per page read", "python -m bench.egress", section_egress),
     "api": ("Read API against a bare endpoint", "python -m bench.api", section_api),
+    "coldstart": (
+        "Cold start against a rate limit",
+        "python -m bench.coldstart",
+        section_coldstart,
+    ),
 }
 
 
@@ -494,6 +551,9 @@ def draw(section: Section, path: Path) -> None:
     n = len(section.charts)
     fig, axes = plt.subplots(1, n, figsize=(4.6 * n, 3.8), squeeze=False)
     for ax, chart in zip(axes[0], section.charts, strict=True):
+        if isinstance(chart, Lines):
+            draw_lines(ax, chart)
+            continue
         width = 0.8 / len(chart.series)
         xs = range(len(chart.labels))
         for i, (name, values) in enumerate(chart.series.items()):
@@ -531,6 +591,27 @@ def draw(section: Section, path: Path) -> None:
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
+
+
+def draw_lines(ax: Any, chart: Lines) -> None:
+    """A line chart panel: each series over seconds, the limit as a dashed line."""
+    for name, values in chart.series.items():
+        ax.plot(range(len(values)), values, label=name, linewidth=1)
+    if chart.target is not None:
+        ax.axhline(chart.target, color="crimson", linestyle="--", linewidth=1)
+        ax.annotate(
+            chart.target_label,
+            (0.01, chart.target),
+            xycoords=("axes fraction", "data"),
+            ha="left",
+            va="bottom",
+            color="crimson",
+            fontsize=7,
+        )
+    ax.set_title(chart.title, fontsize=10)
+    ax.set_xlabel("seconds", fontsize=8)
+    ax.set_ylabel(chart.ylabel, fontsize=8)
+    ax.legend(fontsize=7)
 
 
 def table_md(table: Table) -> str:

@@ -11,6 +11,7 @@ and dead-letter the rest at once. (R) marks the retryable ones.
     |   +-- OneRosterHTTPError            a non-retryable 4xx
     |   |   +-- OneRosterNotFound
     |   +-- OneRosterUnavailable      (R) 429/5xx/transport errors past the retry budget
+    |   |   +-- OneRosterThrottled    (R) the fleet's budget (or a long Retry-After) said wait
     |   +-- OneRosterProtocolError        an answer we cannot parse
     +-- BundleError
     |   +-- CourseNotFound, StaleWrite, LookupMiss, AmbiguousRedirect
@@ -87,6 +88,15 @@ class OneRosterUnavailable(OneRosterError):
     """Retries or the deadline were exhausted on 429/5xx/transport errors."""
 
     retryable = True
+
+
+class OneRosterThrottled(OneRosterUnavailable):
+    """No admission from the fleet's upstream budget within the short wait, or a ``Retry-After``
+    longer than it: try again in ``retry_after_s`` (a worker backs off through the schedule)."""
+
+    def __init__(self, message: str, *, retry_after_s: float, **context: Any) -> None:
+        super().__init__(message, retry_after_s=round(retry_after_s, 3), **context)
+        self.retry_after_s = retry_after_s
 
 
 class OneRosterProtocolError(OneRosterError):

@@ -132,6 +132,11 @@ class Keys:
         """Hash: entry id -> JSON of the task to enqueue (name, args, kwargs, queue)."""
         return f"{self.prefix}{{sched:{shard}}}:payload"
 
+    # --- the upstream budget (one key per OneRoster base URL) ---------------------------------
+    def budget(self, base_url: str) -> str:
+        """Hash: the fleet's budget for one upstream (rate, tokens, pause, leases, waiters)."""
+        return f"{self.prefix}budget:{{{base_url.rstrip('/')}}}"
+
     # --- pub/sub ------------------------------------------------------------------------------
     def swaps_channel(self) -> str:
         """Channel: ``{courseId, generation}`` published on every bundle swap or delete."""

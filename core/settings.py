@@ -108,6 +108,22 @@ class Settings(BaseSettings):
     events_burst_per_token: int = 5000  # events a token may send at once (a batch of N costs N)
     cold_builds_per_token: int = 300  # cold builds per minute per API token and process; 0: off
 
+    # --- upstream budget (issue 19): one fleet-wide OneRoster budget in Redis --------------------
+    # core/budget/, docs/oneroster.md "Upstream budget". Rates are requests a second across the
+    # whole fleet; the adaptive rate (AIMD) never climbs above oneroster_max_rps.
+    oneroster_budget_enabled: bool = True  # False: every process sends as fast as it can (old)
+    oneroster_max_rps: float = Field(default=50.0, gt=0)  # admitted requests a second, fleet-wide
+    oneroster_burst: int = Field(default=25, ge=1)  # requests admitted at once after a quiet spell
+    oneroster_max_inflight: int = Field(default=32, ge=1)  # concurrent requests, fleet-wide
+    oneroster_budget_lease_s: float = Field(default=30.0, gt=0)  # a killed process's slot frees
+    oneroster_budget_reserve_share: float = Field(default=0.2, ge=0, lt=1)  # kept for interactive
+    oneroster_budget_floor_share: float = Field(default=0.1, ge=0, le=1)  # event/background floor
+    oneroster_budget_max_wait_s: float = Field(default=5.0, gt=0)  # longest admission wait
+    oneroster_budget_decrease: float = Field(default=0.75, gt=0, lt=1)  # rate x this a throttle
+    oneroster_budget_increase_rps: float = Field(default=2.5, gt=0)  # climb per second of success
+    oneroster_budget_min_rps: float = Field(default=1.0, gt=0)  # the rate's floor
+    oneroster_budget_fallback_share: float = Field(default=0.1, gt=0, le=1)  # Redis down: own
+
     task_soft_time_limit_s: int = 120
     task_time_limit_s: int = 150
     broker_visibility_timeout_s: int = 180  # past the hard time limit: crashed workers only

@@ -30,6 +30,7 @@ console = Console()
 err = Console(stderr=True)
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print machine-readable JSON.")]
+WARM_MAX_WAIT_S = 60.0  # longest admission wait of one warm request (background, not a worker)
 
 
 def _runtime() -> Any:
@@ -174,6 +175,8 @@ def warm(
     from worker.warm import warm as warm_courses  # noqa: PLC0415
 
     rt = _runtime()
+    if rt.budget_gate is not None:
+        rt.budget_gate.max_wait_s = WARM_MAX_WAIT_S  # not a worker: warm may wait its turn
     if all_courses:
         ids = active_course_ids(rt.oneroster)
     elif course_ids:
@@ -181,11 +184,20 @@ def warm(
     else:
         raise _fail("name some courses or pass --all", 2)
     with Progress(
-        TextColumn("warming"), BarColumn(), MofNCompleteColumn(), console=err, disable=as_json
+        TextColumn("warming"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[budget]}"),
+        console=err,
+        disable=as_json,
     ) as progress:
-        task = progress.add_task("warm", total=len(ids))
+        task = progress.add_task("warm", total=len(ids), budget="")
         report = warm_courses(
-            rt.rebuilder, ids, workers=workers, on_done=lambda *_: progress.advance(task)
+            rt.rebuilder,
+            ids,
+            workers=workers,
+            on_done=lambda *_: progress.advance(task),
+            on_tick=lambda: progress.update(task, budget=_budget_wait_text()),
         )
     rows: list[dict[str, Any]] = [
         {
@@ -289,6 +301,45 @@ def reconcile(
             f"stuck {len(report.stuck)}, drifted {len(report.drifted)}, errors "
             f"{len(report.errors)}" + (" (rebuilds queued)" if enqueue and report.requeue else "")
         )
+
+
+def _budget_wait_text() -> str:
+    """What warm's progress bar says about the upstream budget (empty while not waiting)."""
+    from core.budget.gate import GLOBAL_BUDGET_STATS  # noqa: PLC0415
+
+    waiting = GLOBAL_BUDGET_STATS.waiting
+    return f"[yellow]waiting on the upstream budget ({waiting})[/yellow]" if waiting else ""
+
+
+@app.command()
+def budget(as_json: JsonOpt = False) -> None:
+    """Print the fleet's OneRoster budget: rate, in flight, paused until, waiting by class."""
+    rt = _runtime()
+    gate = rt.budget_gate
+    if gate is None:
+        raise _fail("the upstream budget is off (CB_ONEROSTER_BUDGET_ENABLED=false)", 2)
+    snap = gate.budget.snapshot()
+    result = {
+        "upstream": rt.settings.oneroster_base_url,
+        "source": snap.source,
+        "rate": round(snap.rate, 2),
+        "maxRps": snap.max_rps,
+        "tokens": round(snap.tokens, 2),
+        "inflight": snap.inflight,
+        "maxInflight": snap.max_inflight,
+        "pausedForS": round(snap.paused_ms / 1000, 3),
+        "waiting": snap.waiting,
+    }
+    if as_json:
+        _print_json(result)
+        return
+    paused = f"paused for {result['pausedForS']} s" if snap.paused_ms else "not paused"
+    waiting = ", ".join(f"{cls} {n}" for cls, n in snap.waiting.items())
+    console.print(
+        f"{result['upstream']} ({snap.source}): rate {result['rate']}/{snap.max_rps} req/s, "
+        f"tokens {result['tokens']}, in flight {snap.inflight}/{snap.max_inflight}, {paused}; "
+        f"waiting: {waiting}"
+    )
 
 
 @events_app.command("publish")

@@ -40,3 +40,37 @@ RECONCILE_REQUEUED = Counter(
 DLQ_SIZE = Gauge(
     "cb_dead_letters_stored", "Entries in the dead-letter store (sampled by reconcile)"
 )
+
+# --- upstream budget (issue 19): core/budget/, docs/oneroster.md "Upstream budget" ---------------
+BUDGET_WAIT_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+BUDGET_ADMITTED = Counter(
+    "cb_budget_admitted_total", "OneRoster requests admitted by the upstream budget", ["class"]
+)
+BUDGET_WAITED = Counter(
+    "cb_budget_waited_total", "Admitted OneRoster requests that had to wait first", ["class"]
+)
+BUDGET_THROTTLED = Counter(
+    "cb_budget_throttled_total", "Throttling answers (429, 503 Retry-After)", ["class"]
+)
+BUDGET_GAVE_UP = Counter("cb_budget_gave_up_total", "Requests refused admission in time", ["class"])
+BUDGET_RATE = Gauge("cb_budget_rate", "Admitted fleet rate (req/s)", multiprocess_mode="max")
+BUDGET_WAIT = Histogram(
+    "cb_budget_wait_seconds", "Time a request waited for admission", buckets=BUDGET_WAIT_BUCKETS
+)
+
+
+class BudgetMetrics:
+    """The gate's observer in the worker (and in ``bundles warm``)."""
+
+    def admitted(self, cls: str, waited_s: float, rate: float) -> None:
+        BUDGET_ADMITTED.labels(cls).inc()
+        if waited_s > 0:
+            BUDGET_WAITED.labels(cls).inc()
+        BUDGET_WAIT.observe(waited_s)
+        BUDGET_RATE.set(rate)
+
+    def throttled(self, cls: str) -> None:
+        BUDGET_THROTTLED.labels(cls).inc()
+
+    def gave_up(self, cls: str) -> None:
+        BUDGET_GAVE_UP.labels(cls).inc()

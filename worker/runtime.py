@@ -9,6 +9,8 @@ from functools import cached_property
 
 import redis
 
+from core.budget.classes import request_class
+from core.budget.gate import Gate, connect_budget_redis, gate_from_settings
 from core.bundle.limits import BundleLimits
 from core.bundle.store import BundleStore
 from core.events.dlq import DeadLetters
@@ -60,8 +62,17 @@ class Runtime:
         )
 
     @cached_property
+    def budget_gate(self) -> Gate | None:
+        """The fleet's upstream budget (docs/oneroster.md "Upstream budget")."""
+        from worker.metrics import BudgetMetrics  # noqa: PLC0415 - prometheus only where used
+
+        client = connect_budget_redis(self.settings.redis_url)
+        return gate_from_settings(self.settings, client, observer=BudgetMetrics())
+
+    @cached_property
     def oneroster(self) -> OneRosterClient:
-        return OneRosterClient(self.settings)
+        # Rebuilds here are for events; warm and reconcile mark theirs background.
+        return OneRosterClient(self.settings, gate=self.budget_gate, request_class="event")
 
     @cached_property
     def debouncer(self) -> Debouncer:
@@ -113,7 +124,8 @@ class Runtime:
         )
 
     def changed_since(self, course_id: str, since: dt.datetime) -> bool:
-        return course_changed_since(self.oneroster, course_id, since)
+        with request_class("background"):  # reconcile's drift probes
+            return course_changed_since(self.oneroster, course_id, since)
 
 
 _lock = threading.Lock()

@@ -13,6 +13,8 @@ from typing import TypeVar, cast
 
 import httpx
 
+from core.budget.classes import RequestClass, current_class
+from core.budget.gate import Gate
 from core.oneroster.bounded import BodyReader
 from core.oneroster.models import (
     AssessmentResult,
@@ -34,6 +36,7 @@ from core.oneroster.protocol import (
     Send,
     SendResult,
     Sleep,
+    throttle_of,
 )
 from core.settings import Settings, get_settings
 from core.singleflight.aio import AsyncSingleFlight
@@ -54,12 +57,16 @@ class AsyncOneRosterClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rng: random.Random | None = None,
+        gate: Gate | None = None,
+        request_class: RequestClass = "event",
     ) -> None:
         self.settings = settings or get_settings()
         self.protocol = OneRosterProtocol(self.settings, clock, rng or random.Random())
         self._http = http or httpx.AsyncClient(timeout=self.settings.oneroster_timeout_s)
         self._owns_http = http is None
         self._sleep = sleep
+        self.gate = gate  # the fleet's upstream budget (None: unlimited, tests and tools)
+        self.request_class = request_class  # when no ``request_class`` block says otherwise
         self._flight: AsyncSingleFlight[str] = AsyncSingleFlight(name="oneroster-token")
         self._counts = threading.Lock()
         self.requests_made = 0
@@ -90,6 +97,20 @@ class AsyncOneRosterClient:
         raise TypeError(f"unknown action {action!r}")
 
     async def _send(self, action: Send) -> SendResult:
+        """Send within the fleet's budget: admission first, the lease back with the outcome."""
+        if self.gate is None:
+            return await self._transmit(action)
+        cls = current_class(self.request_class)
+        lease = await self.gate.aenter(cls, self._sleep)
+        result: SendResult | None = None
+        try:
+            result = await self._transmit(action)
+            return result
+        finally:
+            outcome, retry_after = throttle_of(result, self.protocol.wall())
+            await asyncio.to_thread(self.gate.leave, lease, cls, outcome, retry_after)
+
+    async def _transmit(self, action: Send) -> SendResult:
         """Stream the answer within the byte cap; the whole request (headers and body) gets the
         action's budget, silent or trickling."""
         spec = action.request

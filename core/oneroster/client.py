@@ -12,6 +12,8 @@ from typing import TypeVar, cast
 
 import httpx
 
+from core.budget.classes import RequestClass, current_class
+from core.budget.gate import Gate
 from core.oneroster.bounded import BodyReader
 from core.oneroster.models import (
     AssessmentResult,
@@ -33,6 +35,7 @@ from core.oneroster.protocol import (
     Send,
     SendResult,
     Sleep,
+    throttle_of,
 )
 from core.settings import Settings, get_settings
 from core.singleflight.local import SingleFlight
@@ -53,12 +56,16 @@ class OneRosterClient:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        gate: Gate | None = None,
+        request_class: RequestClass = "event",
     ) -> None:
         self.settings = settings or get_settings()
         self.protocol = OneRosterProtocol(self.settings, clock, rng or random.Random())
         self._http = http or httpx.Client(timeout=self.settings.oneroster_timeout_s)
         self._owns_http = http is None
         self._sleep = sleep
+        self.gate = gate  # the fleet's upstream budget (None: unlimited, tests and tools)
+        self.request_class = request_class  # when no ``request_class`` block says otherwise
         self._flight: SingleFlight[str] = SingleFlight(name="oneroster-token")
         self._counts = threading.Lock()
         self.requests_made = 0
@@ -89,6 +96,20 @@ class OneRosterClient:
         raise TypeError(f"unknown action {action!r}")
 
     def _send(self, action: Send) -> SendResult:
+        """Send within the fleet's budget: admission first, the lease back with the outcome."""
+        if self.gate is None:
+            return self._transmit(action)
+        cls = current_class(self.request_class)
+        lease = self.gate.enter(cls)
+        result: SendResult | None = None
+        try:
+            result = self._transmit(action)
+            return result
+        finally:
+            outcome, retry_after = throttle_of(result, self.protocol.wall())
+            self.gate.leave(lease, cls, outcome, retry_after)
+
+    def _transmit(self, action: Send) -> SendResult:
         """Stream the answer: stop at the byte cap, and at the budget between chunks (a silent
         connection is cut by the read timeout, which never exceeds the budget)."""
         spec = action.request

@@ -28,6 +28,7 @@ from core.errors import (
     OneRosterHTTPError,
     OneRosterNotFound,
     OneRosterProtocolError,
+    OneRosterThrottled,
     OneRosterUnavailable,
 )
 from core.logging import get_logger
@@ -202,15 +203,20 @@ class RetryPolicy:
     base_s: float = 0.2
     max_s: float = 5.0
     timeout_s: float = 10.0
+    # A Retry-After longer than this is not slept through: OneRosterThrottled says when to
+    # come back (a worker's rebuild waits in the schedule, not in a sleeping worker).
+    max_pause_s: float = math.inf
 
     @classmethod
     def from_settings(cls, settings: Settings) -> RetryPolicy:
+        budget = settings.oneroster_budget_enabled
         return cls(
             max_attempts=max(1, settings.oneroster_max_attempts),
             deadline_s=settings.oneroster_deadline_s,
             base_s=settings.oneroster_backoff_base_s,
             max_s=settings.oneroster_backoff_max_s,
             timeout_s=settings.oneroster_timeout_s,
+            max_pause_s=settings.oneroster_budget_max_wait_s if budget else math.inf,
         )
 
     def backoff(self, attempt: int, rng: random.Random) -> float:
@@ -250,6 +256,20 @@ def parse_retry_after(value: str | None, now: dt.datetime) -> float | None:
     if when.tzinfo is None:
         when = when.replace(tzinfo=dt.UTC)
     return max(0.0, (when - now).total_seconds())
+
+
+def throttle_of(
+    result: object, now: dt.datetime
+) -> tuple[Literal["ok", "throttled", "failed"], float | None]:
+    """How one answer counts for the fleet's budget: a ``429``, or a ``503`` with
+    ``Retry-After``, is a throttle (with its Retry-After); any other answer below 500 is ok."""
+    if not isinstance(result, httpx.Response):
+        return "failed", None
+    status = result.status_code
+    retry_after = parse_retry_after(result.headers.get("retry-after"), now)
+    if status == 429 or (status == 503 and retry_after is not None):
+        return "throttled", retry_after
+    return ("failed", None) if status >= 500 else ("ok", None)
 
 
 # --- errors ----------------------------------------------------------------------------------
@@ -653,6 +673,21 @@ class OneRosterProtocol:
             else:
                 retry_after, reason = None, type(result).__name__
             elapsed = self.clock() - start
+            if retry_after is not None and retry_after > policy.max_pause_s:
+                log.warning(
+                    "oneroster.throttled",
+                    path=spec.path,
+                    attempts=attempt,
+                    reason=reason,
+                    retry_after=retry_after,
+                )
+                raise OneRosterThrottled(
+                    "OneRoster asked to wait longer than the admission wait",
+                    retry_after_s=retry_after,
+                    path=spec.path,
+                    attempts=attempt,
+                    last=reason,
+                )
             delay = policy.next_delay(attempt, elapsed, retry_after, self.rng)
             if delay is None:
                 log.warning(

@@ -242,6 +242,7 @@ def create_app(settings: Settings | None = None, *, services: ApiServices | None
     metrics = ApiMetrics()
     metrics.registry.register(CoreCollector(lambda: services.near_cache, lambda: services.swaps))
     app.state.metrics = metrics
+    services.budget_observer = metrics.budget
 
     secret = settings.api_metrics_token
     # Hot read routes first: a request is matched against the routes in order.

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 from starlette.requests import ClientDisconnect
@@ -80,6 +80,7 @@ class ApiMetrics:
             ["route"],
             registry=self.registry,
         )
+        self.budget = ApiBudgetMetrics(self.registry)  # the upstream budget (issue 19)
         self._request_children: dict[tuple[str, str, int], Any] = {}
         self._latency_children: dict[str, Any] = {}
         self._bytes_children: dict[tuple[str, str], Any] = {}
@@ -226,3 +227,41 @@ class MetricsMiddleware:
                 self.metrics.observe(
                     template, scope.get("method", ""), status, time.perf_counter() - started
                 )
+
+
+class ApiBudgetMetrics:
+    """The upstream budget's metrics in the API's registry (same names as the worker's)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.admitted_total = Counter(
+            "cb_budget_admitted_total", "OneRoster requests admitted", ["class"], registry=registry
+        )
+        self.waited_total = Counter(
+            "cb_budget_waited_total", "Admitted requests that waited", ["class"], registry=registry
+        )
+        self.throttled_total = Counter(
+            "cb_budget_throttled_total", "Throttling answers", ["class"], registry=registry
+        )
+        self.gave_up_total = Counter(
+            "cb_budget_gave_up_total", "Refused within the wait", ["class"], registry=registry
+        )
+        self.rate = Gauge("cb_budget_rate", "Admitted rate (req/s)", registry=registry)
+        self.wait = Histogram(
+            "cb_budget_wait_seconds",
+            "Time a request waited for admission",
+            buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60),
+            registry=registry,
+        )
+
+    def admitted(self, cls: str, waited_s: float, rate: float) -> None:
+        self.admitted_total.labels(cls).inc()
+        if waited_s > 0:
+            self.waited_total.labels(cls).inc()
+        self.wait.observe(waited_s)
+        self.rate.set(rate)
+
+    def throttled(self, cls: str) -> None:
+        self.throttled_total.labels(cls).inc()
+
+    def gave_up(self, cls: str) -> None:
+        self.gave_up_total.labels(cls).inc()

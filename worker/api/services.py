@@ -77,6 +77,7 @@ class ApiServices:
     sender: EventSender | None = None
     listen: bool = True
     swap_poll_s: float = 0.2
+    budget_observer: Any = None  # metrics of the upstream budget (set by the app)
     _oneroster: Any = field(default=None, init=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False, repr=False)
 
@@ -237,9 +238,21 @@ class ApiServices:
     def _client(self) -> Any:
         with self._lock:
             if self._oneroster is None:
+                from core.budget.gate import (  # noqa: PLC0415
+                    connect_budget_redis,
+                    gate_from_settings,
+                )
                 from core.oneroster.client import OneRosterClient  # noqa: PLC0415
 
-                self._oneroster = OneRosterClient(self.settings)
+                # Readers and attempt resolves wait on these requests: interactive.
+                gate = gate_from_settings(
+                    self.settings,
+                    connect_budget_redis(self.settings.redis_url),
+                    observer=self.budget_observer,
+                )
+                self._oneroster = OneRosterClient(
+                    self.settings, gate=gate, request_class="interactive"
+                )
             return self._oneroster
 
     def _fetch(self, course_id: str) -> CourseRecords:

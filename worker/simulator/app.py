@@ -94,7 +94,7 @@ async def _guard(request: Request, kind: str) -> Response | None:
     if decision.delay_s > 0:
         await asyncio.sleep(decision.delay_s)
     if decision.status is not None:
-        sim.stats.fault(decision.reason)
+        sim.stats.fault(decision.reason, decision.status)
         headers = {}
         if decision.retry_after_s is not None:
             headers["Retry-After"] = str(decision.retry_after_s)

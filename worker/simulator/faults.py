@@ -1,5 +1,6 @@
-"""Fault injection for the simulator: latency, shares of 5xx/429 answers, outages, flapping results,
-and a hostile upstream (endless pages, huge or trickling bodies, errors echoing credentials).
+"""Fault injection for the simulator: latency, shares of 5xx/429 answers, a real rate limit (a
+token bucket answering 429 with Retry-After), outages, flapping results, and a hostile upstream
+(endless pages, huge or trickling bodies, errors echoing credentials).
 
 Set through ``POST /_sim/faults`` (the whole configuration is replaced), read with ``GET`` and
 cleared with ``DELETE``. Time is passed in, so decisions are a pure function of settings, the
@@ -8,6 +9,7 @@ seeded random stream and the clock.
 
 from __future__ import annotations
 
+import math
 import random
 import threading
 from dataclasses import dataclass
@@ -33,6 +35,10 @@ class FaultSettings(BaseModel):
     outage_s: float | None = Field(default=None, gt=0)  # an outage for this long, then none
     flap_results_s: float = Field(default=0.0, ge=0)  # assessmentResults lists empty this long
     flap_results_requests: int = Field(default=0, ge=0)  # ...or for the next N list requests
+    # A real rate limit (issue 19): a token bucket of rate_limit_rps requests a second holding
+    # rate_limit_burst; past it 429 with Retry-After = whole seconds until a token (at least 1).
+    rate_limit_rps: float = Field(default=0.0, ge=0)  # 0: no rate limit
+    rate_limit_burst: float = Field(default=1.0, ge=1)
     include_token: bool = True  # whether /oauth/token is subject to the faults above
     path_prefixes: list[str] = Field(default_factory=list)  # only these paths (empty: all)
     seed: int | None = None  # seeds the random shares (None: a fixed default stream)
@@ -68,6 +74,8 @@ class FaultInjector:
         self._outage_until: float | None = None
         self._flap_until = 0.0
         self._flap_left = 0
+        self._bucket = 0.0
+        self._bucket_at = 0.0
 
     def configure(self, settings: FaultSettings, *, now: float) -> None:
         """Replace the whole configuration (counters and timers restart from ``now``)."""
@@ -81,6 +89,7 @@ class FaultInjector:
             self._outage_until = now + settings.outage_s if settings.outage_s else None
             self._flap_until = now + settings.flap_results_s
             self._flap_left = settings.flap_results_requests
+            self._bucket, self._bucket_at = settings.rate_limit_burst, now
 
     def clear(self) -> None:
         """Back to no faults at all."""
@@ -125,11 +134,25 @@ class FaultInjector:
             if self._throttle_left > 0:
                 self._throttle_left -= 1
                 return Decision(delay, 429, s.retry_after_s, "throttle_next")
+            if s.rate_limit_rps and not self._take_token(now):
+                wait_s = (1 - self._bucket) / s.rate_limit_rps
+                return Decision(delay, 429, max(1, math.ceil(wait_s)), "rate_limit")
             if s.error_rate and self._rng.random() < s.error_rate:
                 return Decision(delay, s.error_status, None, "error_rate")
             if s.throttle_rate and self._rng.random() < s.throttle_rate:
                 return Decision(delay, 429, s.retry_after_s, "throttle_rate")
             return Decision(delay) if delay else NO_FAULT
+
+    def _take_token(self, now: float) -> bool:
+        """Refill the rate-limit bucket to ``now`` and take one token if there is one."""
+        s = self.settings
+        elapsed = max(0.0, now - self._bucket_at)
+        self._bucket = min(s.rate_limit_burst, self._bucket + elapsed * s.rate_limit_rps)
+        self._bucket_at = max(self._bucket_at, now)
+        if self._bucket >= 1:
+            self._bucket -= 1
+            return True
+        return False
 
     def hostile_body(self, path: str) -> FaultSettings | None:
         """The settings when a read of ``path`` must be answered with a hostile body, else None."""

@@ -22,6 +22,7 @@ DEMO_CLIENTS: dict[str, str] = {"demo-client": "demo-secret"}
 KINDS: tuple[str, ...] = ("token", *COLLECTIONS, "writes", "faults", "unauthorized")
 _LIST_CACHE_SIZE = 128
 _INDEX_CACHE_SIZE = 16
+TIMELINE_SLOTS = 36_000  # tenths of a second of request timeline kept (an hour)
 
 
 @dataclass(slots=True)
@@ -45,26 +46,42 @@ class Stats:
         self.kinds: Counter[str] = Counter()
         self.paths: Counter[str] = Counter()
         self.fault_reasons: Counter[str] = Counter()
+        # Requests and 429 answers per tenth of a second of wall time (bench/coldstart.py and
+        # the budget tests read any one-second window from these); the oldest are dropped.
+        self.timeline: dict[int, list[int]] = {}
 
     def request(self, kind: str, path: str) -> None:
         with self._lock:
             self.kinds[kind] += 1
             self.paths[path] += 1
+            self._tick(0)
+
+    def _tick(self, column: int) -> None:
+        slot = int(time.time() * 10)
+        counts = self.timeline.get(slot)
+        if counts is None:
+            counts = self.timeline[slot] = [0, 0]
+            if len(self.timeline) > TIMELINE_SLOTS:
+                del self.timeline[min(self.timeline)]
+        counts[column] += 1
 
     def count(self, kind: str) -> None:
         with self._lock:
             self.kinds[kind] += 1
 
-    def fault(self, reason: str) -> None:
+    def fault(self, reason: str, status: int | None = None) -> None:
         with self._lock:
             self.kinds["faults"] += 1
             self.fault_reasons[reason] += 1
+            if status == 429:
+                self._tick(1)
 
     def reset(self) -> None:
         with self._lock:
             self.kinds.clear()
             self.paths.clear()
             self.fault_reasons.clear()
+            self.timeline.clear()
 
     def snapshot(self) -> dict[str, Any]:
         with self._lock:
@@ -74,6 +91,7 @@ class Stats:
                 "kinds": {kind: self.kinds.get(kind, 0) for kind in KINDS},
                 "faultReasons": dict(self.fault_reasons),
                 "paths": dict(sorted(self.paths.items())),
+                "timeline": [[slot, *counts] for slot, counts in sorted(self.timeline.items())],
             }
 
 

@@ -17,6 +17,7 @@ from core.errors import (
     OneRosterHTTPError,
     OneRosterNotFound,
     OneRosterProtocolError,
+    OneRosterThrottled,
     OneRosterUnavailable,
 )
 from core.oneroster import protocol
@@ -354,10 +355,26 @@ def test_retry_after_seconds_is_honoured(
     router: respx.MockRouter, token_route: respx.Route, make_client: MakeClient, clock: FakeClock
 ) -> None:
     router.get(COURSES_PATH).mock(
-        side_effect=[httpx.Response(429, headers={"Retry-After": "7"}), ok_courses(course(1))]
+        side_effect=[httpx.Response(429, headers={"Retry-After": "3"}), ok_courses(course(1))]
     )
     make_client().list_courses()
-    assert clock.sleeps == [7.0]
+    assert clock.sleeps == [3.0]
+
+
+def test_retry_after_past_the_admission_wait_is_not_slept_through(
+    router: respx.MockRouter, token_route: respx.Route, make_client: MakeClient, clock: FakeClock
+) -> None:
+    # Issue 19: a worker never sleeps through a long Retry-After; the caller is told when to
+    # come back (a rebuild waits in the durable schedule instead).
+    route = router.get(COURSES_PATH).mock(
+        side_effect=[httpx.Response(429, headers={"Retry-After": "7"}), ok_courses(course(1))]
+    )
+    with pytest.raises(OneRosterThrottled) as caught:
+        make_client().list_courses()
+    assert caught.value.retry_after_s == 7.0
+    assert caught.value.retryable
+    assert clock.sleeps == []
+    assert route.call_count == 1
 
 
 def test_retry_after_http_date_is_honoured(
@@ -381,7 +398,11 @@ def test_retries_never_sleep_past_the_deadline(
         return_value=httpx.Response(503, headers={"Retry-After": "6"})
     )
     with pytest.raises(OneRosterUnavailable) as info:
-        make_client(oneroster_deadline_s=10.0, oneroster_max_attempts=10).list_courses()
+        make_client(
+            oneroster_deadline_s=10.0,
+            oneroster_max_attempts=10,
+            oneroster_budget_max_wait_s=30.0,  # above the Retry-After: the deadline decides
+        ).list_courses()
     assert clock.sleeps == [6.0]  # a second 6 s wait would end past the 10 s deadline
     assert route.call_count == 2
     assert info.value.context["attempts"] == 2

@@ -154,3 +154,32 @@ def test_same_seed_same_fault_sequence() -> None:
         return [injector.decide("/x", now=0.0).status for _ in range(50)]
 
     assert run() == run()
+
+
+def test_rate_limit_is_a_token_bucket_answering_429_with_retry_after(
+    client: TestClient, clock: Clock
+) -> None:
+    set_faults(client, rate_limit_rps=2.0, rate_limit_burst=3.0)
+    assert statuses(client, 5) == {200: 3, 429: 2}  # the burst of 3 through, 2 throttled
+    throttled = client.get(COURSES)
+    assert throttled.status_code == 429
+    assert throttled.headers["Retry-After"] == "1"  # a token in 0.5 s: whole seconds, at least 1
+    clock.advance(0.5)
+    assert statuses(client, 2) == {200: 1, 429: 1}  # one token came back in half a second
+    clock.advance(10.0)
+    assert statuses(client, 4) == {200: 3, 429: 1}  # the bucket holds at most the burst
+
+
+def test_rate_limit_retry_after_says_when_a_token_comes(client: TestClient) -> None:
+    set_faults(client, rate_limit_rps=0.25, rate_limit_burst=1.0)
+    client.get(COURSES)
+    assert client.get(COURSES).headers["Retry-After"] == "4"
+
+
+def test_rate_limit_counts_answers_per_tenth_of_a_second(client: TestClient) -> None:
+    client.post("/_sim/stats/reset")
+    set_faults(client, rate_limit_rps=1.0, rate_limit_burst=2.0)
+    statuses(client, 5)
+    timeline = client.get("/_sim/stats").json()["timeline"]
+    assert sum(row[1] for row in timeline) == 5  # requests received
+    assert sum(row[2] for row in timeline) == 3  # of which answered 429
