@@ -108,6 +108,18 @@ class Settings(BaseSettings):
     events_burst_per_token: int = 5000  # events a token may send at once (a batch of N costs N)
     cold_builds_per_token: int = 300  # cold builds per minute per API token and process; 0: off
 
+    # --- publish safety (issue 14): validation before the swap, confirmation, kept versions ---
+    # docs/bundle.md "Publish safety". Shares are of the previous bundle's lessons / resources
+    # lost without a delete event explaining them; more than the share holds the build.
+    publish_guard: bool = True  # validate rebuilds of built courses before the swap
+    publish_max_lesson_loss: float = Field(default=0.5, ge=0, le=1)
+    publish_max_resource_loss: float = Field(default=0.5, ge=0, le=1)
+    publish_confirm_delay_s: float = Field(default=30.0, gt=0)  # first re-read of a held build
+    publish_confirm_max_delay_s: float = Field(default=480.0, gt=0)  # backoff cap (doubling)
+    publish_confirm_max_attempts: int = Field(default=5, ge=1)  # then wait for the next event
+    publish_keep_generations: int = Field(default=3, ge=0)  # earlier generations kept per course
+    publish_removals_ttl_s: int = 7 * 24 * 3600  # delete evidence kept for an unpublished course
+
     task_soft_time_limit_s: int = 120
     task_time_limit_s: int = 150
     broker_visibility_timeout_s: int = 180  # past the hard time limit: crashed workers only
