@@ -55,3 +55,20 @@ RECONCILE_REQUEUED = Counter(
 DLQ_SIZE = Gauge(
     "cb_dead_letters_stored", "Entries in the dead-letter store (sampled by reconcile)"
 )
+# --- publish safety (issue 14): held builds, confirmations, held and pinned courses -----------
+PUBLISH_HELD = Counter(
+    "cb_publish_held_total",
+    "Rebuilds not published: held for a confirmation re-read, or built while pinned, by reason",
+    ["reason"],
+)  # core.bundle.validation reasons, not_found, pinned
+PUBLISH_SETTLED = Counter(
+    "cb_publish_settled_total",
+    "Held builds settled, by outcome",
+    ["outcome"],
+)  # confirmed, recovered, differs, gave_up
+COURSES_GUARDED = Gauge(
+    "cb_courses_guarded",
+    "Courses with a held build or a pin now (sampled after each hold change and by reconcile)",
+    ["state"],
+    multiprocess_mode="max",
+)  # held, pinned

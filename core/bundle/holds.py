@@ -23,6 +23,8 @@ from core.bundle.model import BundleDoc
 from core.errors import BundleError
 from core.keys import Keys
 
+PINNED = "pinned"  # the reason of a build recorded while its course is pinned
+
 
 @dataclass(frozen=True, slots=True)
 class HeldBuild:
@@ -156,7 +158,15 @@ class PublishHolds:
             tx.delete(key)
             tx.hset(key, mapping=fields)
             tx.execute()
-        self._redis.zadd(self._keys.held_index(), {held.course_id: int(held.due * 1000)})
+        if held.reason == PINNED:
+            # Recorded while pinned: nothing to confirm, so not listed as awaiting a re-read.
+            self._redis.zrem(self._keys.held_index(), held.course_id)
+        else:
+            self._redis.zadd(self._keys.held_index(), {held.course_id: int(held.due * 1000)})
+
+    def is_held(self, course_id: str) -> bool:
+        """Whether the course has a held build (one EXISTS)."""
+        return bool(self._redis.exists(self._keys.held(course_id)))
 
     def drop(self, course_id: str) -> bool:
         """Forget the course's held build; True when there was one."""

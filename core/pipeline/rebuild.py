@@ -38,6 +38,7 @@ from core.keys import Keys
 from core.logging import get_logger
 from core.oneroster.models import CourseRecords
 from core.pipeline.confirmation import NOT_FOUND, ConfirmPolicy, Held, Read, Settlement, settle
+from core.settings import Settings
 from core.singleflight.distributed import DistributedFlight
 
 log = get_logger(__name__)
@@ -58,6 +59,23 @@ class PublishGuard:
     rules: Rules = DEFAULT_RULES
     policy: ConfirmPolicy = field(default_factory=ConfirmPolicy)
     validate: bool = True  # False: no validation (holds, pins and deletion evidence still apply)
+
+
+def publish_guard(holds: PublishHolds, settings: Settings) -> PublishGuard:
+    """The guard as the settings describe it (``CB_PUBLISH_*``)."""
+    return PublishGuard(
+        holds,
+        rules=Rules(
+            max_lesson_loss=settings.publish_max_lesson_loss,
+            max_resource_loss=settings.publish_max_resource_loss,
+        ),
+        policy=ConfirmPolicy(
+            delay_s=settings.publish_confirm_delay_s,
+            max_delay_s=settings.publish_confirm_max_delay_s,
+            max_attempts=settings.publish_confirm_max_attempts,
+        ),
+        validate=settings.publish_guard,
+    )
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ from redis import Redis
 
 from core.attempts.keys import AttemptKeys
 from core.attempts.service import AttemptService
+from core.bundle.holds import PublishHolds
 from core.bundle.nearcache import NearCache, SwapListener
 from core.bundle.reader import BundleReader, ReaderPolicy
 from core.bundle.store import BundleStore
@@ -27,7 +28,7 @@ from core.events.publisher import EventSender, Publisher
 from core.keys import Keys
 from core.logging import get_logger
 from core.oneroster.models import CourseRecords
-from core.pipeline.rebuild import Rebuilder
+from core.pipeline.rebuild import Rebuilder, publish_guard
 from core.ratelimit import TokenBuckets
 from core.settings import Settings
 from core.singleflight.distributed import DistributedFlight
@@ -93,7 +94,9 @@ class ApiServices:
 
     @cached_property
     def store(self) -> BundleStore:
-        return BundleStore(self.redis, self.keys)
+        return BundleStore(
+            self.redis, self.keys, keep_generations=self.settings.publish_keep_generations
+        )
 
     @cached_property
     def near_cache(self) -> NearCache:
@@ -111,7 +114,12 @@ class ApiServices:
 
     @cached_property
     def rebuilder(self) -> Rebuilder:
-        return Rebuilder(self.store, self._fetch)
+        # Guarded like the worker's: a stale refresh here must not publish a blip either. Its held
+        # builds are re-read by the worker's reconcile (no schedule here).
+        holds = PublishHolds(
+            self.redis, self.keys, removals_ttl_s=self.settings.publish_removals_ttl_s
+        )
+        return Rebuilder(self.store, self._fetch, guard=publish_guard(holds, self.settings))
 
     @cached_property
     def reader(self) -> BundleReader:
