@@ -285,7 +285,7 @@ def _no_slug(new: BundleShape) -> Finding | None:
 
 
 def _duplicate_ids(new: BundleShape) -> Finding | None:
-    if not new.duplicates:
+    if not new.duplicates and len(set(new.units)) == len(new.units):
         return None
     return Finding("duplicate_ids", "a unit, lesson or link id appears twice")
 
