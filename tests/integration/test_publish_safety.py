@@ -154,9 +154,7 @@ def test_empty_lists_never_reach_readers_and_the_next_event_publishes_the_real_c
     good = built(pipe, course_id)
     status, before = api.bundle(course_id)
     assert status == 200 and units_of(before) > 0
-    sim.set_faults(
-        drift_empty_lists=["courseComponents", "componentResources"], drift_s=1.5
-    )
+    sim.set_faults(drift_empty_lists=["courseComponents", "componentResources"], drift_s=1.5)
     publish(pipe, event("course.updated", course_id, course_id))
     pipe.wait_for(lambda: holds(pipe).held(course_id) is not None, timeout=10)
     seen = set()
