@@ -23,15 +23,14 @@ if gen <= stored then
 end
 if live and keep > 0 then
   local old = redis.call('HMGET', KEYS[1], 'zstd', 'zstd_crc', 'built_at', 'etag', 'totals',
-    'raw_size', 'zstd_size', 'stored_at', 'shape', 'digest')
-  if old[1] and old[10] ~= ARGV[3] then
+    'raw_size', 'zstd_size', 'stored_at', 'digest')
+  if old[1] and old[9] ~= ARGV[3] then
     if redis.call('TYPE', KEYS[3])['ok'] ~= 'hash' then redis.call('DEL', KEYS[3]) end
     local gs = string.format('%d', stored)
     local meta = cjson.encode({generation = gs, zstd_crc = old[2] or '', built_at = old[3] or '',
       etag = old[4] or '', totals = old[5] or '{}', raw_size = old[6] or '0',
       zstd_size = old[7] or '0', stored_at = old[8] or '0'})
     redis.call('HSET', KEYS[3], gs, old[1], gs .. ':meta', meta)
-    if old[9] then redis.call('HSET', KEYS[3], gs .. ':shape', old[9]) end
     local gens = {}
     for _, field in ipairs(redis.call('HKEYS', KEYS[3])) do
       local g = string.match(field, '^(%d+)$')
@@ -40,7 +39,7 @@ if live and keep > 0 then
     table.sort(gens)
     for i = 1, #gens - keep do
       local g = string.format('%d', gens[i])
-      redis.call('HDEL', KEYS[3], g, g .. ':meta', g .. ':shape')
+      redis.call('HDEL', KEYS[3], g, g .. ':meta')
     end
   end
 end

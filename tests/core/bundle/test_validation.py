@@ -10,6 +10,7 @@ from core.bundle.validation import (
     Removals,
     Rules,
     content_digest,
+    place,
     validate,
 )
 from tests.core.bundle.records import Catalog, build, synthetic
@@ -29,7 +30,7 @@ def layout(units: int, lessons: int, links: int) -> Layout:
 def shape(units: Layout, slug: str = "algebra") -> BundleShape:
     lessons = {lesson: unit for unit, ls in units.items() for lesson in ls}
     links = {
-        link: (lesson, f"res-{link}")
+        link: place(lesson, f"res-{link}")
         for ls in units.values()
         for lesson, ks in ls.items()
         for link in ks
