@@ -28,6 +28,7 @@ def running_pipeline(
     debounce_s: float = 0.25,
     concurrency: int = 2,
     config: CatalogConfig | None = None,
+    worker_metrics_port: int = 0,
 ) -> Iterator[tuple[Any, Pipeline, str]]:
     """Yield (simulator handle, pipeline, course id) with a worker running; clean up after."""
     catalog = generate_catalog(config or single_course_config(resources))
@@ -43,6 +44,7 @@ def running_pipeline(
             redis_url=BENCH_REDIS_URL,
             log_path=log_path,
             debounce_s=debounce_s,
+            worker_metrics_port=worker_metrics_port,
         )
         pipe.start_worker(concurrency=concurrency)
         try:

@@ -92,7 +92,7 @@ class Settings(BaseSettings):
     # The durable schedule of delayed work (core/pipeline/schedule.py, docs/celery.md).
     schedule_shards: int = 8
     schedule_tick_s: float = 0.05  # each worker's claim loop; bounds the schedule's lag
-    schedule_claim_limit: int = 200  # entries claimed per shard per loop
+    schedule_claim_limit: int = 50  # entries claimed per shard per pass (8 shards: 400)
     schedule_claim_lease_ms: int = 15_000  # a claimer killed before enqueueing gives back then
     reconcile_period_s: float = 60.0
     reconcile_drift_batch: int = 50  # courses probed for unseen upstream changes per pass

@@ -6,16 +6,19 @@ import time
 from typing import Any
 
 from celery import Task
+from celery.exceptions import Reject
 
 from core.events.broker import EVENTS_QUEUE, TASK_HANDLE_EVENT
 from core.logging import get_logger
-from core.pipeline.failures import FailureKind
+from core.pipeline.failures import FailureKind, FailureUnrecorded
 from core.pipeline.handling import EventHandler
 from worker import metrics
 from worker.celery_app import app
 from worker.runtime import get_runtime
 
 log = get_logger(__name__)
+
+UNRECORDED_PAUSE_S = 1.0
 
 
 class _Metrics:
@@ -63,8 +66,16 @@ def event_handler(rt: Any) -> EventHandler:
 
 
 @app.task(name=TASK_HANDLE_EVENT, bind=True, max_retries=None)
-def handle_event(self: Task, envelope: Any, attempt: int = 0) -> dict[str, Any]:
+def handle_event(self: Task, envelope: Any, *, attempt: Any = 0) -> dict[str, Any]:
     """Validate again (the broker may carry anything), apply, ask for the rebuilds."""
-    # A message from before the durable schedule counted its tries in Celery's header.
-    tries = max(int(attempt), int(self.request.retries or 0))
-    return event_handler(get_runtime()).handle(envelope, attempt=tries)
+    # Only the schedule sets ``attempt``; a message from before it counted in Celery's header.
+    legacy = self.request.retries
+    if isinstance(legacy, int) and legacy > 0 and attempt == 0:
+        attempt = legacy
+    try:
+        return event_handler(get_runtime()).handle(envelope, attempt=attempt)
+    except FailureUnrecorded as exc:
+        # Neither a retry nor a dead letter could be written: give the message back to the
+        # broker (after a pause, so a Redis outage is not a hot loop) rather than lose it.
+        time.sleep(UNRECORDED_PAUSE_S)
+        raise Reject(str(exc), requeue=True) from exc

@@ -8,17 +8,16 @@ from typing import Any, cast
 from celery import Task
 
 from core.logging import get_logger
-from core.pipeline.failures import FailureKind
+from core.pipeline.failures import RETRY_GRACE_S, FailureKind, describe, is_wrong_type
 from core.pipeline.protocol import RebuildMessage, RebuildProtocol
 from core.pipeline.rebuild import RebuildOutcome, rebuild_in_flight
 from core.pipeline.reconcile import ReconcileReport, reconcile
+from core.pipeline.schedule import put_rebuild, rebuild_entry_id
 from worker import metrics
 from worker.celery_app import REBUILDS_QUEUE, TASK_REBUILD, TASK_RECONCILE, app
 from worker.runtime import get_runtime
 
 log = get_logger(__name__)
-
-RETRY_GRACE_S = 30.0  # a pending retry this late is taken as lost (its message never came)
 
 
 def enqueue_rebuild(
@@ -29,23 +28,19 @@ def enqueue_rebuild(
     A delayed rebuild is a trailing edge unless said otherwise: it waits for the events to quiet.
     No message ever carries a countdown: the worker's schedule loop enqueues it when due.
     """
-    kwargs = {"failures": retries, "trailing": countdown > 0 if trailing is None else trailing}
+    trails = countdown > 0 if trailing is None else trailing
     if countdown > 0:
-        get_runtime().schedule.put(
-            rebuild_entry_id(course_id),
-            TASK_REBUILD,
+        put_rebuild(
+            get_runtime().schedule,
+            course_id,
             due=time.time() + countdown,
-            args=[course_id],
-            kwargs=kwargs,
-            queue=REBUILDS_QUEUE,
+            failures=retries,
+            trailing=trails,
         )
         return
-    rebuild_course.apply_async(args=[course_id], kwargs=kwargs, queue=REBUILDS_QUEUE)
-
-
-def rebuild_entry_id(course_id: str) -> str:
-    """The schedule entry of a course's pending rebuild (one per course)."""
-    return f"rebuild:{course_id}"
+    rebuild_course.apply_async(
+        args=[course_id], kwargs={"failures": retries, "trailing": trails}, queue=REBUILDS_QUEUE
+    )
 
 
 def confirm_entry_id(course_id: str) -> str:
@@ -124,7 +119,6 @@ def rebuild_protocol(rt: Any) -> RebuildProtocol:
         policy=rt.rebuild_failures,
         observer=_Metrics(rt),
         task_name=TASK_REBUILD,
-        retry_grace_s=RETRY_GRACE_S,
         confirmations=enqueue_confirmation,
         is_held=rt.holds.is_held,
     )
@@ -160,11 +154,20 @@ def reconcile_pass(
         cursor=cursor,
     )
     if enqueue:
-        for course_id in report.drifted:
-            rt.debouncer.note_dirty(course_id)
         for course_id in report.requeue:
-            enqueue_rebuild(course_id, trailing=False)
-        requeue_lost_confirmations(rt)
+            try:
+                if course_id in report.drifted:
+                    rt.debouncer.note_dirty(course_id)
+                enqueue_rebuild(course_id, trailing=False)
+            except Exception as exc:  # noqa: BLE001 - one course must not stop the pass
+                if is_wrong_type(exc):
+                    repaired = rt.debouncer.repair(course_id)
+                    log.warning("reconcile_keys_repaired", course_id=course_id, keys=repaired)
+                log.warning("reconcile_requeue_failed", course_id=course_id, error=describe(exc))
+        try:
+            requeue_lost_confirmations(rt)
+        except Exception as exc:  # noqa: BLE001 - held re-reads must not stop the pass either
+            log.warning("publish_confirmations_not_requeued", error=describe(exc))
     return report
 
 

@@ -13,6 +13,7 @@ from celery import Celery, bootsteps
 from celery.signals import setup_logging, worker_init, worker_process_shutdown, worker_shutdown
 from kombu.entity import Exchange, Queue
 
+from core.events import broker as core_broker
 from core.events.broker import EVENTS_QUEUE, TASK_HANDLE_EVENT
 from core.logging import configure_logging, get_logger
 from core.settings import Settings, get_settings
@@ -38,8 +39,8 @@ def _prepare_worker_metrics() -> str | None:
 
 _OWN_METRICS_DIR = _prepare_worker_metrics()
 
-REBUILDS_QUEUE = "rebuilds"
-TASK_REBUILD = "course_bundles.rebuild"
+REBUILDS_QUEUE = core_broker.REBUILDS_QUEUE
+TASK_REBUILD = core_broker.TASK_REBUILD
 TASK_RECONCILE = "course_bundles.reconcile"
 
 
@@ -177,9 +178,12 @@ def _serve_worker_metrics(**_: Any) -> None:
         return
     from prometheus_client import CollectorRegistry, multiprocess, start_http_server  # noqa: PLC0415
 
+    from worker.scheduler import STATS  # noqa: PLC0415 - the main process's own numbers
+
     registry = CollectorRegistry()
     if os.environ.get("PROMETHEUS_MULTIPROC_DIR"):
         multiprocess.MultiProcessCollector(registry)
+    registry.register(STATS)
     try:
         start_http_server(
             settings.worker_metrics_port, addr=settings.worker_metrics_host, registry=registry

@@ -26,21 +26,6 @@ FAILURES = Counter(
     "Failed rebuilds and events by failure kind and the verdict they got",
     ["task", "kind", "verdict"],
 )  # kind: retryable, permanent, unexpected; verdict: retry, dead_letter_and_retry, ...
-SCHEDULED = Gauge(
-    "cb_schedule_entries",
-    "Entries of the durable schedule waiting or being enqueued (sampled by each worker's loop)",
-    multiprocess_mode="max",
-)
-SCHEDULE_LAG = Histogram(
-    "cb_schedule_lag_seconds",
-    "From a schedule entry's due time to its task message being on the broker",
-    buckets=(0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1, 2.5, 5, 15, 60),
-)
-SCHEDULE_CLAIMS = Histogram(
-    "cb_schedule_claims_per_loop",
-    "Entries one pass of a worker's schedule loop claimed",
-    buckets=(0, 1, 2, 5, 10, 25, 50, 100, 250, 1000),
-)
 DEAD_LETTERS = Counter(
     "cb_dead_letters_total", "Entries written to the dead-letter store", ["source"]
 )  # http, publisher, worker, task, broker

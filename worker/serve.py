@@ -34,6 +34,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=int(os.environ.get("PORT", "8000")))
     parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument(
+        "--log-level",
+        choices=["critical", "error", "warning", "info", "debug", "trace"],
+        help="uvicorn's own log level (default: uvicorn's)",
+    )
+    parser.add_argument("--access-log", action="store_true", help="uvicorn's access log lines")
     args = parser.parse_args(argv)
     try:
         settings = get_settings()
@@ -44,7 +50,14 @@ def main(argv: list[str] | None = None) -> int:
         sys.stderr.write(f"invalid settings: {exc}\n")
         return 2
     configure_logging(settings.log_format, settings.log_level)
-    config = server_config(settings, host=args.host, port=args.port, workers=args.workers)
+    config = server_config(
+        settings,
+        host=args.host,
+        port=args.port,
+        workers=args.workers,
+        log_level=args.log_level,
+        access_log=args.access_log,
+    )
     return 0 if run(config) else STARTUP_FAILURE
 
 

@@ -27,6 +27,8 @@ from core.settings import Settings
 
 TASK_HANDLE_EVENT: Final = "course_bundles.handle_event"
 EVENTS_QUEUE: Final = "events"
+TASK_REBUILD: Final = "course_bundles.rebuild"
+REBUILDS_QUEUE: Final = "rebuilds"
 
 # Publishing retries briefly so one broker blip does not fail a request, then gives up: the
 # producer retries on 503, and the HTTP request must not hang on a dead broker.

@@ -19,6 +19,8 @@ from typing import Any, Final, Literal
 
 import orjson
 
+from core.events.validate import json_kind
+
 RejectCode = Literal[
     "not_a_task",  # no protocol-2 headers (or protocol 1, which our producers never send)
     "headers",  # a protocol header is missing or of the wrong type
@@ -108,14 +110,14 @@ def check_message(
 def _header_problem(headers: Mapping[Any, Any]) -> str | None:
     task = headers["task"]
     if not isinstance(task, str) or not task:
-        return f"the 'task' header must be a non-empty string, got {_kind(task)}"
+        return f"the 'task' header must be a non-empty string, got {json_kind(task)}"
     task_id = headers.get("id")
     if not isinstance(task_id, str) or not task_id:
-        return f"the 'id' header must be a non-empty string, got {_kind(task_id)}"
+        return f"the 'id' header must be a non-empty string, got {json_kind(task_id)}"
     for key in _OPTIONAL_TEXT_HEADERS:
         value = headers.get(key)
         if value is not None and not isinstance(value, str):
-            return f"the {key!r} header must be a string or null, got {_kind(value)}"
+            return f"the {key!r} header must be a string or null, got {json_kind(value)}"
     for key in ("eta", "expires"):
         problem = _time_problem(key, headers.get(key))
         if problem:
@@ -134,7 +136,7 @@ def _header_problem(headers: Mapping[Any, Any]) -> str | None:
         )
     ignore_result = headers.get("ignore_result")
     if ignore_result is not None and not isinstance(ignore_result, bool):
-        return f"the 'ignore_result' header must be a boolean, got {_kind(ignore_result)}"
+        return f"the 'ignore_result' header must be a boolean, got {json_kind(ignore_result)}"
     return None
 
 
@@ -170,23 +172,23 @@ def _decode_problem(body: bytes | str, exc: orjson.JSONDecodeError) -> str:
 
 def _shape_problem(decoded: object) -> str | None:
     if not isinstance(decoded, list) or len(decoded) != 3:
-        return f"the body must be a JSON array [args, kwargs, embed], got {_kind(decoded)}" + (
+        return f"the body must be a JSON array [args, kwargs, embed], got {json_kind(decoded)}" + (
             f" of {len(decoded)}" if isinstance(decoded, list) else ""
         )
     args, kwargs, embed = decoded
     if _deeper_than(decoded, MAX_DEPTH):
         return f"the body nests deeper than {MAX_DEPTH} levels"
     if not isinstance(args, list):
-        return f"args (body[0]) must be an array, got {_kind(args)}"
+        return f"args (body[0]) must be an array, got {json_kind(args)}"
     if not isinstance(kwargs, dict):
-        return f"kwargs (body[1]) must be an object, got {_kind(kwargs)}"
+        return f"kwargs (body[1]) must be an object, got {json_kind(kwargs)}"
     if not isinstance(embed, dict):
-        return f"embed (body[2]) must be an object, got {_kind(embed)}"
+        return f"embed (body[2]) must be an object, got {json_kind(embed)}"
     for key in _EMBED_LISTS:
         if embed.get(key) is not None and not isinstance(embed[key], list):
-            return f"embed {key!r} must be an array or null, got {_kind(embed[key])}"
+            return f"embed {key!r} must be an array or null, got {json_kind(embed[key])}"
     if embed.get("chord") is not None and not isinstance(embed["chord"], dict):
-        return f"embed 'chord' must be an object or null, got {_kind(embed['chord'])}"
+        return f"embed 'chord' must be an object or null, got {json_kind(embed['chord'])}"
     return None
 
 
@@ -212,22 +214,6 @@ def _is_int(value: object) -> bool:
 
 def _is_number(value: object) -> bool:
     return isinstance(value, int | float) and not isinstance(value, bool)
-
-
-def _kind(value: object) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "boolean"
-    if isinstance(value, int | float):
-        return "number"
-    if isinstance(value, str):
-        return "string"
-    if isinstance(value, list | tuple):
-        return "array"
-    if isinstance(value, Mapping):
-        return "object"
-    return type(value).__name__
 
 
 def _clip(value: object, limit: int = 80) -> str:

@@ -83,7 +83,7 @@ def validate_event(obj: object) -> CourseEvent:
     """Check one decoded envelope against events.md; raise ``InvalidEvent`` with every reason."""
     if not isinstance(obj, Mapping):
         raise InvalidEvent(
-            "invalid event", reasons=[f"the event must be a JSON object, got {_kind(obj)}"]
+            "invalid event", reasons=[f"the event must be a JSON object, got {json_kind(obj)}"]
         )
     reasons: list[str] = []
     shape = _json_shape_problem(obj)
@@ -99,7 +99,7 @@ def validate_event(obj: object) -> CourseEvent:
     when = _check_time(env, reasons)
     content_type = env.get("datacontenttype")
     if content_type is not None and not isinstance(content_type, str):
-        reasons.append(f"datacontenttype must be a string, got {_kind(content_type)}")
+        reasons.append(f"datacontenttype must be a string, got {json_kind(content_type)}")
     entity = entity_action[0] if entity_action else None
     course_id, previous_course_id = _check_data(env, entity, reasons)
 
@@ -165,7 +165,7 @@ def parse_batch(
     items = _loads(data)
     if not isinstance(items, list):
         raise InvalidEvent(
-            "invalid batch", reasons=[f"a batch must be a JSON array, got {_kind(items)}"]
+            "invalid batch", reasons=[f"a batch must be a JSON array, got {json_kind(items)}"]
         )
     if not items:
         raise InvalidEvent("empty batch", reasons=["empty batch: send at least one event"])
@@ -230,7 +230,7 @@ def _check_specversion(env: Mapping[str, Any], reasons: list[str]) -> None:
     if value is None:
         reasons.append('specversion is required and must be "1.0"')
     elif not isinstance(value, str):
-        reasons.append(f'specversion must be the string "1.0", got {_kind(value)}')
+        reasons.append(f'specversion must be the string "1.0", got {json_kind(value)}')
     elif value != "1.0":
         reasons.append(f'specversion must be "1.0", got {_show(value)}')
 
@@ -259,7 +259,7 @@ def _checked_str(
     rule: str = "",
 ) -> str | None:
     if not isinstance(value, str):
-        reasons.append(f"{field} must be a string, got {_kind(value)}")
+        reasons.append(f"{field} must be a string, got {json_kind(value)}")
         return None
     if not value.strip():
         reasons.append(f"{field} must not be empty")
@@ -277,7 +277,7 @@ def _check_type(env: Mapping[str, Any], reasons: list[str]) -> tuple[Entity, Act
         reasons.append(f"type is required ({expected})")
         return None
     if not isinstance(value, str):
-        reasons.append(f"type must be a string ({expected}), got {_kind(value)}")
+        reasons.append(f"type must be a string ({expected}), got {json_kind(value)}")
         return None
     parts = value[len(TYPE_PREFIX) :].split(".") if value.startswith(TYPE_PREFIX) else []
     if len(parts) != 2:
@@ -299,7 +299,7 @@ def _check_time(env: Mapping[str, Any], reasons: list[str]) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, str):
-        reasons.append(f"time must be an RFC 3339 string, got {_kind(value)}")
+        reasons.append(f"time must be an RFC 3339 string, got {json_kind(value)}")
         return None
     when, problem = parse_rfc3339(value)
     if problem is not None:
@@ -349,7 +349,7 @@ def _check_data(
     if data is None:
         data = {}
     elif not isinstance(data, Mapping):
-        reasons.append(f"data must be a JSON object, got {_kind(data)}")
+        reasons.append(f"data must be a JSON object, got {json_kind(data)}")
         return None, None
     course_id = _optional_ref(data, "courseId", reasons)
     previous = _optional_ref(data, "previousCourseId", reasons)
@@ -377,7 +377,9 @@ def _as_bytes(raw: bytes | str) -> bytes:
     if isinstance(raw, bytearray | memoryview):
         return bytes(raw)
     if not isinstance(raw, bytes):
-        raise InvalidEvent("invalid event", reasons=[f"the body must be bytes, got {_kind(raw)}"])
+        raise InvalidEvent(
+            "invalid event", reasons=[f"the body must be bytes, got {json_kind(raw)}"]
+        )
     return raw
 
 
@@ -421,7 +423,7 @@ def _json_shape_problem(envelope: Mapping[Any, Any]) -> str | None:
                 return f"the event nests deeper than {MAX_DEPTH} levels"
             for key, item in value.items():
                 if not isinstance(key, str):
-                    return f"object keys must be strings, got {_kind(key)}"
+                    return f"object keys must be strings, got {json_kind(key)}"
                 stack.append((item, depth + 1))
         elif isinstance(value, list):
             if depth > MAX_DEPTH:
@@ -440,7 +442,7 @@ def _json_shape_problem(envelope: Mapping[Any, Any]) -> str | None:
     return None
 
 
-def _kind(value: object) -> str:
+def json_kind(value: object) -> str:
     """The JSON name of a value's type, for reasons."""
     if value is None:
         return "null"

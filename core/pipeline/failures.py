@@ -19,6 +19,10 @@ import redis
 
 from core.errors import BundlesError
 
+# A course's pending retry this long past its due time is taken as lost (its message never came):
+# reconcile requeues the course.
+RETRY_GRACE_S = 30.0
+
 
 class FailureKind(enum.Enum):
     """How a failure is handled (see the module docstring)."""
@@ -76,7 +80,13 @@ class FailurePolicy:
     def backoff_s(self, failures: int, rng: random.Random | None = None) -> float:
         """``base`` doubling per consecutive failure, capped, with jitter down to half."""
         draw = (rng or random).uniform(0.5, 1.0)
-        return float(min(self.cap_s, self.base_s * 2 ** max(0, failures - 1)) * draw)
+        doublings = min(max(0, failures - 1), 40)  # past the cap anyway; no float overflow
+        return float(min(self.cap_s, self.base_s * 2**doublings) * draw)
+
+
+class FailureUnrecorded(Exception):
+    """A failure could not be given its verdict (Redis refused the retry and the dead letter):
+    the task hands the message back to the broker instead of acknowledging it."""
 
 
 def is_wrong_type(exc: BaseException) -> bool:

@@ -14,7 +14,14 @@ from typing import Any, Protocol
 from core.errors import InvalidEvent
 from core.events.validate import validate_envelope
 from core.logging import get_logger
-from core.pipeline.failures import FailureKind, FailurePolicy, Verdict, classify, describe
+from core.pipeline.failures import (
+    FailureKind,
+    FailurePolicy,
+    FailureUnrecorded,
+    Verdict,
+    classify,
+    describe,
+)
 from core.pipeline.intake import EventIntake
 from core.pipeline.protocol import DeadLetterSink, RebuildRequests
 
@@ -61,20 +68,38 @@ class EventHandler:
         self._max_bytes = max_bytes
         self._task_name = task_name
 
-    def handle(self, envelope: Any, *, attempt: int = 0) -> dict[str, Any]:
-        """Handle one envelope; ``attempt`` counts the earlier failed tries of this event."""
+    def handle(self, envelope: Any, *, attempt: object = 0) -> dict[str, Any]:
+        """Handle one envelope; ``attempt`` counts the earlier failed tries of this event.
+
+        Raises ``FailureUnrecorded`` only when a failure could be neither retried nor
+        dead-lettered (Redis is failing): the message must go back to the broker.
+        """
         self._observer.counted("received")
         try:
+            if not _is_count(attempt):
+                raise InvalidEvent(
+                    "invalid message", reasons=[f"attempt must be a whole number >= 0: {attempt!r}"]
+                )
             event = validate_envelope(envelope, max_bytes=self._max_bytes)
         except InvalidEvent as exc:
-            self._dlq.add(reason=str(exc), payload=_as_payload(envelope), source="worker")
-            self._observer.counted("invalid")
-            log.warning("event_invalid", outcome="dead_lettered", reasons=exc.reasons)
-            return {"outcome": "invalid"}
+            return self._invalid(envelope, exc)
+        except Exception as exc:  # noqa: BLE001 - a validator bug must not lose the message
+            return self._invalid(envelope, InvalidEvent("invalid event", reasons=[describe(exc)]))
         try:
             decision = self._intake.handle(event)
         except Exception as exc:  # noqa: BLE001 - every failure, ours or not, gets a verdict
-            return self._failed(envelope, event.id, event.raw, attempt, exc)
+            tries = int(attempt)  # type: ignore[call-overload]
+            try:
+                return self._failed(envelope, event.id, event.raw, tries, exc)
+            except Exception as unrecorded:  # noqa: BLE001 - Redis itself is failing
+                log.error(
+                    "event_failure_unrecorded",
+                    event_id=event.id,
+                    outcome="requeued",
+                    reason=describe(exc),
+                    error=describe(unrecorded),
+                )
+                raise FailureUnrecorded(describe(unrecorded)) from exc
         if decision.duplicate:
             self._observer.counted("duplicate")
             return {"outcome": "duplicate"}
@@ -90,12 +115,21 @@ class EventHandler:
             "coalesced": decision.coalesced,
         }
 
+    def _invalid(self, envelope: Any, exc: InvalidEvent) -> dict[str, Any]:
+        self._dlq.add(reason=str(exc), payload=_as_payload(envelope), source="worker")
+        self._observer.counted("invalid")
+        log.warning("event_invalid", outcome="dead_lettered", reasons=exc.reasons)
+        return {"outcome": "invalid"}
+
     def _failed(
         self, envelope: Any, event_id: str, raw: Any, attempt: int, exc: Exception
     ) -> dict[str, Any]:
         kind = classify(exc)
-        verdict = self._policy.verdict(kind, attempt)
         reason = describe(exc)
+        # An event's budget is final: at or past it (a lowered budget, a forged count) it is
+        # dead-lettered, never retried again.
+        retry = kind is not FailureKind.PERMANENT and attempt < self._policy.max_retries
+        verdict = Verdict.RETRY if retry else Verdict.DEAD_LETTER
         if verdict is Verdict.RETRY:
             countdown = self._policy.backoff_s(attempt + 1)
             self._retry_later(envelope, attempt + 1, countdown)
@@ -127,6 +161,10 @@ class EventHandler:
             reason=reason,
         )
         return {"outcome": "failed"}
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool) and value >= 0
 
 
 def _as_payload(envelope: Any) -> Any:

@@ -168,7 +168,6 @@ class RebuildProtocol:
         policy: FailurePolicy,
         observer: RebuildObserver | None = None,
         task_name: str = "rebuild",
-        retry_grace_s: float = 30.0,
         clock: Callable[[], float] = time.time,
         confirmations: ConfirmRequests | None = None,
         is_held: Callable[[str], bool] | None = None,
@@ -181,7 +180,6 @@ class RebuildProtocol:
         self._policy = policy
         self._observer = observer or NullObserver()
         self._task_name = task_name
-        self.retry_grace_s = retry_grace_s
         self._clock = clock
         self._confirmations = confirmations
         self._is_held = is_held
@@ -193,14 +191,11 @@ class RebuildProtocol:
         backoff = self._debouncer.backoff(course_id)
         if backoff is not None and backoff.parked:
             return Parked()
-        # The course's last rebuild failed and its one retry is pending: that retry covers this
-        # message (an older chain, or an event before the hold), unless the retry is long overdue
-        # (its message was lost) and this message takes over.
-        if (
-            backoff is not None
-            and msg.failures != backoff.failures
-            and self._clock() < backoff.due + self.retry_grace_s
-        ):
+        # The course's last rebuild failed and its one retry is pending: until it is due, that
+        # retry covers this message (an older chain, or an event before the hold). From its due
+        # time on, whichever message comes first runs it (the retry's own entry may have been
+        # replaced, or lost).
+        if backoff is not None and msg.failures != backoff.failures and self._clock() < backoff.due:
             return BackingOff(backoff.due)
         if (
             not self._debouncer.is_dirty(course_id)
@@ -266,13 +261,24 @@ class RebuildProtocol:
             with self._heartbeat(ticket):
                 outcome = self._build(course_id)
         except Exception as exc:
-            if classify(exc) is FailureKind.PERMANENT:
-                # Retrying cannot help until the course changes upstream, and its next event
-                # marks it dirty again: settle the marks; _failed dead-letters it.
-                self._debouncer.finish(ticket)
-            else:
+            if classify(exc) is not FailureKind.PERMANENT:
                 self._debouncer.release(ticket)
-            raise
+                raise
+            # Retrying cannot help until the course changes upstream: settle what this build
+            # covered, but an event that arrived meanwhile (perhaps the fix) still trails.
+            finish = self._debouncer.finish(ticket)
+            if finish.trailing_countdown_s is not None:
+                self._requests(
+                    course_id, countdown=finish.trailing_countdown_s, retries=0, trailing=True
+                )
+            self._debouncer.clear_failures(course_id)
+            return self._give_up(
+                course_id,
+                FailureKind.PERMANENT,
+                Verdict.DEAD_LETTER,
+                failures=1,
+                reason=describe(exc),
+            )
         if had_failures:
             self._debouncer.clear_failures(course_id)
         dirty_for = self._clock() - ticket.dirty_since_ms / 1000 if ticket.dirty_since_ms else None
@@ -320,13 +326,10 @@ class RebuildProtocol:
             if repaired:
                 log.warning("rebuild_keys_repaired", course_id=course_id, keys=repaired)
         if kind is FailureKind.PERMANENT:
+            # Raised before the lease was taken (a failure under the lease settles in _run):
+            # nothing settled the marks, so reconcile would requeue the course on every pass.
             self._debouncer.clear_failures(course_id)
-            if self._debouncer.lease_holder(course_id) is None and self._debouncer.is_dirty(
-                course_id
-            ):
-                # Raised before the lease was taken: nothing settled the marks, so reconcile
-                # would requeue the course on every pass.
-                self._debouncer.clear(course_id)
+            self._debouncer.clear(course_id)
             return self._give_up(course_id, kind, Verdict.DEAD_LETTER, failures=1, reason=reason)
         policy = self._policy
         backoff = self._debouncer.record_failure(

@@ -7,10 +7,13 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import redis
+
 from core.bundle.store import BundleStore
 from core.errors import OneRosterError
 from core.logging import get_logger
 from core.pipeline.debounce import Debouncer
+from core.pipeline.failures import RETRY_GRACE_S
 
 log = get_logger(__name__)
 
@@ -42,7 +45,7 @@ def reconcile(
     stuck_after_s: float,
     drift_batch: int = 50,
     cursor: int = 0,
-    retry_grace_s: float = 30.0,
+    retry_grace_s: float = RETRY_GRACE_S,
     scheduled: Callable[[str], float | None] | None = None,
     now: float | None = None,
 ) -> ReconcileReport:
@@ -57,35 +60,16 @@ def reconcile(
     report = ReconcileReport()
     moment = time.time() if now is None else now
     for course_id in debouncer.dirty_courses(older_than_s=stuck_after_s, now=moment):
-        # A live rebuild holds the lease and will trail itself; an orphaned lease has lapsed.
-        if debouncer.lease_holder(course_id) is not None:
-            continue
-        backoff = debouncer.backoff(course_id)
-        if backoff is not None and backoff.parked:
-            # Dead-lettered: an event or a replay brings it back, not every pass.
-            report.parked.append(course_id)
-            continue
-        if backoff is not None and moment < backoff.due + retry_grace_s:
-            continue  # its retry is pending; requeueing would only be coalesced
-        due = scheduled(course_id) if scheduled is not None else None
-        if due is not None and moment < due + retry_grace_s:
-            continue  # a delayed rebuild waits on the durable schedule
-        report.stuck.append(course_id)
+        try:
+            _check_stuck(debouncer, course_id, report, moment, retry_grace_s, scheduled)
+        except redis.RedisError as exc:
+            # One course's damaged keys must not stop the pass for every other course.
+            report.errors.append(course_id)
+            log.warning("reconcile_course_failed", course_id=course_id, error=str(exc))
     if changed_since is not None:
-        everyone = sorted(store.all_course_ids())
-        start = cursor % len(everyone) if everyone else 0
-        course_ids = (everyone[start:] + everyone[:start])[: max(0, drift_batch)]
-        report.probed = course_ids
-        report.next_cursor = (start + len(course_ids)) % len(everyone) if everyone else 0
-        for meta in store.metas(course_ids):
-            since_text = meta.source_modified or meta.built_at
-            since = dt.datetime.fromisoformat(since_text.replace("Z", "+00:00"))
-            try:
-                if changed_since(meta.course_id, since):
-                    report.drifted.append(meta.course_id)
-            except OneRosterError as exc:
-                report.errors.append(meta.course_id)
-                log.warning("reconcile_probe_failed", course_id=meta.course_id, error=str(exc))
+        _probe_drift(
+            debouncer, store, changed_since, report, drift_batch=drift_batch, cursor=cursor
+        )
     log.info(
         "reconcile_done",
         stuck=len(report.stuck),
@@ -95,3 +79,57 @@ def reconcile(
         outcome="requeue" if report.requeue else "clean",
     )
     return report
+
+
+def _check_stuck(  # noqa: PLR0917 - a private step of reconcile
+    debouncer: Debouncer,
+    course_id: str,
+    report: ReconcileReport,
+    moment: float,
+    retry_grace_s: float,
+    scheduled: Callable[[str], float | None] | None,
+) -> None:
+    # A live rebuild holds the lease and will trail itself; an orphaned lease has lapsed.
+    if debouncer.lease_holder(course_id) is not None:
+        return
+    backoff = debouncer.backoff(course_id)
+    if backoff is not None and backoff.parked:
+        # Dead-lettered: an event or a replay brings it back, not every pass.
+        report.parked.append(course_id)
+        return
+    if backoff is not None and moment < backoff.due + retry_grace_s:
+        return  # its retry is pending; requeueing would only be coalesced
+    due = scheduled(course_id) if scheduled is not None else None
+    if due is not None and moment < due + retry_grace_s:
+        return  # a delayed rebuild waits on the durable schedule
+    report.stuck.append(course_id)
+
+
+def _probe_drift(
+    debouncer: Debouncer,
+    store: BundleStore,
+    changed_since: ChangedSince,
+    report: ReconcileReport,
+    *,
+    drift_batch: int,
+    cursor: int,
+) -> None:
+    everyone = sorted(store.all_course_ids())
+    start = cursor % len(everyone) if everyone else 0
+    course_ids = (everyone[start:] + everyone[:start])[: max(0, drift_batch)]
+    report.probed = course_ids
+    report.next_cursor = (start + len(course_ids)) % len(everyone) if everyone else 0
+    for meta in store.metas(course_ids):
+        since_text = meta.source_modified or meta.built_at
+        since = dt.datetime.fromisoformat(since_text.replace("Z", "+00:00"))
+        try:
+            backoff = debouncer.backoff(meta.course_id)
+            if backoff is not None and backoff.parked:
+                # Its bundle is stale because it is parked: only a change after the parking is
+                # news, else every pass would unpark it into another round of failures.
+                since = max(since, dt.datetime.fromtimestamp(backoff.due, dt.UTC))
+            if changed_since(meta.course_id, since):
+                report.drifted.append(meta.course_id)
+        except (OneRosterError, redis.RedisError) as exc:
+            report.errors.append(meta.course_id)
+            log.warning("reconcile_probe_failed", course_id=meta.course_id, error=str(exc))

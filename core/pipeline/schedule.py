@@ -21,8 +21,10 @@ from typing import Any, cast
 import orjson
 import redis
 
+from core.events.broker import REBUILDS_QUEUE, TASK_REBUILD
 from core.keys import Keys
 from core.logging import get_logger
+from core.pipeline.debounce import Debouncer
 
 log = get_logger(__name__)
 
@@ -41,6 +43,8 @@ class DueEntry:
     kwargs: dict[str, Any]
     queue: str
     due: float
+    shard: int
+    claim_ms: int
     raw: bytes = field(repr=False)
 
 
@@ -102,28 +106,33 @@ class Schedule:
                 keys=self._shard_keys(shard), args=[now_ms, self.claim_lease_ms, limit], client=pipe
             )
         claimed: list[DueEntry] = []
-        for flat in cast(list[list[bytes]], pipe.execute()):
-            for i in range(0, len(flat), 3):
-                entry = _decode(flat[i], flat[i + 1], flat[i + 2])
+        for shard, flat in zip(chosen, cast(list[list[bytes]], pipe.execute()), strict=True):
+            for i in range(0, len(flat), 4):
+                entry = _decode(shard, flat[i : i + 4])
                 if entry is None:
                     # Nothing can run it; left claimed it would come back on every lease lapse.
                     log.error(
                         "schedule_entry_undecodable", entry_id=_text(flat[i]), outcome="dropped"
                     )
-                    self.cancel(_text(flat[i]))
+                    self.cancel(_text(flat[i]), shard=shard)
                 else:
                     claimed.append(entry)
         return claimed
 
     def ack(self, entry: DueEntry) -> None:
-        """The entry's task message is on the broker: forget the entry (unless it was re-put)."""
+        """The entry's task message is on the broker: forget the entry (unless it was re-put).
+
+        Acknowledged in the shard it was claimed from, so a changed shard count cannot orphan it;
+        only this claim is removed (its lease expiry is the token), never another worker's.
+        """
         self._ack(
-            keys=self._shard_keys(self.shard_of(entry.entry_id)), args=[entry.entry_id, entry.raw]
+            keys=self._shard_keys(entry.shard), args=[entry.entry_id, entry.raw, entry.claim_ms]
         )
 
-    def cancel(self, entry_id: str) -> None:
+    def cancel(self, entry_id: str, *, shard: int | None = None) -> None:
         """Drop a pending entry (its work is no longer wanted)."""
-        due_key, claims_key, payload_key = self._shard_keys(self.shard_of(entry_id))
+        home = self.shard_of(entry_id) if shard is None else shard
+        due_key, claims_key, payload_key = self._shard_keys(home)
         pipe = self._redis.pipeline(transaction=True)
         pipe.zrem(due_key, entry_id)
         pipe.zrem(claims_key, entry_id)
@@ -148,7 +157,8 @@ class Schedule:
         return sum(int(n) for n in pipe.execute())
 
 
-def _decode(entry_id: bytes, due_ms: bytes, raw: bytes) -> DueEntry | None:
+def _decode(shard: int, fields: list[bytes]) -> DueEntry | None:
+    entry_id, due_ms, raw, claim_ms = fields
     try:
         doc = orjson.loads(raw)
         return DueEntry(
@@ -158,6 +168,8 @@ def _decode(entry_id: bytes, due_ms: bytes, raw: bytes) -> DueEntry | None:
             kwargs=dict(doc["kwargs"]),
             queue=str(doc["q"]),
             due=float(due_ms) / 1000.0,
+            shard=shard,
+            claim_ms=int(claim_ms),
             raw=raw,
         )
     except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
@@ -166,3 +178,57 @@ def _decode(entry_id: bytes, due_ms: bytes, raw: bytes) -> DueEntry | None:
 
 def _text(value: bytes) -> str:
     return value.decode("utf-8", "replace")
+
+
+def rebuild_entry_id(course_id: str) -> str:
+    """The schedule entry of a course's pending rebuild (one per course)."""
+    return f"rebuild:{course_id}"
+
+
+def put_rebuild(
+    schedule: Schedule, course_id: str, *, due: float, failures: int, trailing: bool
+) -> None:
+    """Put the course's one pending rebuild on the schedule (a later put moves it)."""
+    schedule.put(
+        rebuild_entry_id(course_id),
+        TASK_REBUILD,
+        due=due,
+        args=[course_id],
+        kwargs={"failures": failures, "trailing": trailing},
+        queue=REBUILDS_QUEUE,
+    )
+
+
+class ScheduledRebuilds:
+    """Asks for a course's rebuild from a process with no broker (the API): mark it dirty, and
+    when that asks for a rebuild, put one on the schedule (due now, or when the window closes).
+
+    A parked course is left parked: its dead letter already asks a person to look.
+    """
+
+    def __init__(
+        self,
+        debouncer: Debouncer,
+        schedule: Schedule,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self._debouncer = debouncer
+        self._schedule = schedule
+        self._clock = clock
+
+    def __call__(self, course_id: str) -> None:
+        backoff = self._debouncer.backoff(course_id)
+        if backoff is not None and backoff.parked:
+            log.info("rebuild_not_requested", course_id=course_id, outcome="parked")
+            return
+        countdown = self._debouncer.note_dirty(course_id)
+        if countdown is None:
+            return  # a rebuild is already pending and covers it
+        put_rebuild(
+            self._schedule,
+            course_id,
+            due=self._clock() + countdown,
+            failures=0,
+            trailing=countdown > 0,
+        )

@@ -328,11 +328,11 @@ class System:
         if self.api_sim_url is not None:
             env["CB_ONEROSTER_BASE_URL"] = self.api_sim_url
         cmd = [
-            sys.executable, "-m", "uvicorn", "worker.api.app:create_app", "--factory",
+            sys.executable, "-m", "worker.serve",
             "--host", "127.0.0.1", "--port", str(port), "--log-level", log_level,
         ]  # fmt: skip
-        if not access_log:
-            cmd.append("--no-access-log")
+        if access_log:
+            cmd.append("--access-log")
         proc = spawn("api", cmd, env=env, log_path=self._log("api"))
         self.procs.append(proc)
         self.api_url = f"http://127.0.0.1:{port}"

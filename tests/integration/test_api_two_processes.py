@@ -1,4 +1,4 @@
-"""Two API processes (uvicorn) on the real Redis: a swap is seen by both, notice or no notice."""
+"""Two API processes (``python -m worker.serve``) on the real Redis both see a swap."""
 
 from __future__ import annotations
 
@@ -64,8 +64,8 @@ def _start(key_prefix: str) -> ApiProcess:
         "CB_LOG_LEVEL": "WARNING",
     }
     cmd = [
-        sys.executable, "-m", "uvicorn", "worker.api.app:create_app", "--factory",
-        "--host", "127.0.0.1", "--port", str(port), "--no-access-log", "--log-level", "warning",
+        sys.executable, "-m", "worker.serve",
+        "--host", "127.0.0.1", "--port", str(port), "--log-level", "warning",
     ]  # fmt: skip
     proc = subprocess.Popen(cmd, cwd=ROOT, env=env)
     return ApiProcess(proc, f"http://127.0.0.1:{port}")

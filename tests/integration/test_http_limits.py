@@ -7,6 +7,7 @@ environment, and talks raw HTTP/1.1 over sockets where a client library would hi
 from __future__ import annotations
 
 import re
+import select
 import socket
 import time
 import uuid
@@ -107,6 +108,103 @@ def test_an_oversized_header_is_refused_and_the_connection_closed(start_api: Sta
         raw = read_all(sock)
     assert status_of(raw) in (400, 431)
     healthz_answers(api)
+
+
+def head_of(size: int, path: bytes = b"/healthz") -> bytes:
+    """A complete GET head of exactly ``size`` bytes (request line, headers, blank line)."""
+    start = b"GET " + path + b" HTTP/1.1\r\nHost: t\r\nX-Pad: "
+    end = b"\r\n\r\n"
+    return start + b"a" * (size - len(start) - len(end)) + end
+
+
+def send_in_pieces(sock: socket.socket, data: bytes, piece: int = 128) -> int:
+    """Send ``data`` in small TCP segments; stop once the server answers. Returns bytes sent."""
+    sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    sent = 0
+    while sent < len(data):
+        readable, _, _ = select.select([sock], [], [], 0.002)
+        if readable:
+            break
+        sock.sendall(data[sent : sent + piece])
+        sent += piece
+    return min(sent, len(data))
+
+
+def read_response(sock: socket.socket) -> bytes:
+    """One response with a Content-Length body, leaving the connection open."""
+    raw = b""
+    while b"\r\n\r\n" not in raw:
+        chunk = sock.recv(65536)
+        assert chunk, f"closed after {raw!r}"
+        raw += chunk
+    head, _, body = raw.partition(b"\r\n\r\n")
+    length = int(re.search(rb"(?i)content-length: (\d+)", head).group(1))  # type: ignore[union-attr]
+    while len(body) < length:
+        body += sock.recv(65536)
+    return raw
+
+
+def test_a_20_kib_head_in_one_packet_gets_431_and_a_close(start_api: StartApi) -> None:
+    api = start_api()
+    with connect(api) as sock:
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        sock.sendall(head_of(20 * 1024))  # one segment on loopback: the head is whole at once
+        raw = read_all(sock)
+    assert status_of(raw) == 431
+    assert b"header-too-large" in raw
+    assert b"connection: close" in raw.lower()
+    healthz_answers(api)
+
+
+def test_a_head_trickled_in_small_packets_is_refused_before_it_ends(start_api: StartApi) -> None:
+    # A header timeout far away: only the size limit can end this connection in time.
+    api = start_api(CB_API_HEADER_TIMEOUT_S="60")
+    endless = b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Pad: " + b"a" * (256 * 1024)
+    with connect(api) as sock:
+        sent = send_in_pieces(sock, endless)
+        raw = read_all(sock)
+    assert status_of(raw) == 431
+    assert sent < len(endless), "the server read a 256 KiB head without answering"
+    healthz_answers(api)
+
+
+@pytest.mark.parametrize("split", [False, True], ids=["one-packet", "small-packets"])
+def test_the_header_limit_is_exact(start_api: StartApi, split: bool) -> None:
+    api = start_api(CB_API_MAX_HEADER_BYTES="4096")
+    with connect(api) as sock:
+        head = head_of(4096)
+        send_in_pieces(sock, head) if split else sock.sendall(head)
+        assert status_of(read_response(sock)) == 200
+    with connect(api) as sock:
+        head = head_of(4097)
+        send_in_pieces(sock, head) if split else sock.sendall(head)
+        assert status_of(read_all(sock)) == 431
+
+
+def test_a_kept_alive_connection_is_limited_per_request_not_in_total(start_api: StartApi) -> None:
+    api = start_api(CB_API_MAX_HEADER_BYTES="4096")
+    with connect(api) as sock:
+        for _ in range(20):  # 20 x 3 KiB heads, one after the other
+            sock.sendall(head_of(3 * 1024))
+            assert status_of(read_response(sock)) == 200
+        # Pipelined: 20 heads in one packet, 60 KiB together, each within the limit.
+        sock.sendall(
+            head_of(3 * 1024) * 19
+            + head_of(3 * 1024).replace(b"Host:", b"Connection: close\r\nHost:")
+        )
+        raw = read_all(sock)
+    assert raw.count(b"HTTP/1.1 200 ") == 20, raw[:300]
+
+
+def test_headers_trickled_on_a_kept_alive_connection_get_408(start_api: StartApi) -> None:
+    api = start_api()
+    with connect(api) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert status_of(read_response(sock)) == 200
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Slow: ")
+        raw = trickle_until_closed(sock)
+    assert status_of(raw) == 408
+    assert b"header-timeout" in raw
 
 
 def test_headers_trickled_past_the_header_timeout_get_408_and_a_close(

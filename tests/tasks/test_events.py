@@ -9,7 +9,9 @@ from typing import Any
 import orjson
 import pytest
 import redis
+from celery.exceptions import Reject
 
+import tasks.events
 from core.errors import OneRosterHTTPError, OneRosterUnavailable
 from tasks.events import handle_event
 from tests.tasks.conftest import TaskWorld
@@ -108,3 +110,39 @@ def test_an_unexpected_failure_is_retried_then_dead_lettered_not_lost(
     [letter] = world.rt.dlq.list()
     assert letter.source == "task" and type(error).__name__ in letter.reason
     assert orjson.loads(letter.payload_bytes())["id"] == evt["id"]  # replayable as it came
+
+
+def test_an_event_past_its_budget_is_dead_lettered_not_retried_for_ever(
+    monkeypatch: pytest.MonkeyPatch, world: TaskWorld
+) -> None:
+    def down(_rid: str) -> list[str]:
+        raise OneRosterUnavailable("down", resource_id="res-1")
+
+    monkeypatch.setattr(world.rt.intake, "_upstream", down)
+    budget = world.rt.settings.event_max_retries
+    assert handle_event(envelope("resource.updated"), attempt=budget + 40)["outcome"] == "failed"
+    assert world.rt.dlq.count() == 1
+
+
+@pytest.mark.parametrize("attempt", ["extra", -1, True, 1.5, None])
+def test_an_attempt_that_is_not_a_count_is_refused(world: TaskWorld, attempt: Any) -> None:
+    result = handle_event(envelope("course.updated", courseId="course-1"), attempt=attempt)
+    assert result["outcome"] == "invalid"
+    [letter] = world.rt.dlq.list()
+    assert "attempt" in letter.reason
+    assert world.enqueued == []
+
+
+def test_an_event_whose_failure_cannot_be_recorded_goes_back_to_the_broker(
+    monkeypatch: pytest.MonkeyPatch, world: TaskWorld
+) -> None:
+    def redis_gone(*_a: Any, **_k: Any) -> Any:
+        raise redis.ConnectionError("redis went away")
+
+    monkeypatch.setattr(world.rt.intake, "handle", redis_gone)
+    monkeypatch.setattr(world.rt.schedule, "put", redis_gone)
+    monkeypatch.setattr(world.rt.dlq, "add", redis_gone)
+    monkeypatch.setattr(tasks.events, "UNRECORDED_PAUSE_S", 0.0)
+    with pytest.raises(Reject) as rejected:
+        handle_event(envelope("course.updated", courseId="course-1"))
+    assert rejected.value.requeue

@@ -17,6 +17,7 @@ from prometheus_client.registry import Collector
 from starlette.requests import ClientDisconnect
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from core.bundle.integrity import GLOBAL_CORRUPTION_STATS
 from core.bundle.nearcache import NearCache, SwapListener
 from core.singleflight.stats import GLOBAL_STATS, FlightStats
 
@@ -145,6 +146,21 @@ class CoreCollector(Collector):
             yield _counter("cb_api_near_cache_resets", "Whole-cache clears", s.resets)
             yield _counter("cb_api_swap_notices", "Swap notices received", s.notices)
             yield _gauge("cb_api_near_cache_courses", "Courses in the near cache", len(cache))
+            yield _gauge(
+                "cb_api_near_cache_bytes", "Bytes the near cache accounts for", cache.nbytes
+            )
+        damage = GLOBAL_CORRUPTION_STATS
+        yield _counter(
+            "cb_bundle_corruption_reports", "Damaged stored keys reported", damage.reports
+        )
+        yield _counter(
+            "cb_bundle_corruption_rebuilds",
+            "Rebuilds asked for because a stored bundle was damaged",
+            damage.rebuilds_requested,
+        )
+        yield _counter(
+            "cb_bundle_index_repairs", "Damaged shared index keys rebuilt", damage.indexes_repaired
+        )
         listener = self._listener()
         if listener is not None:
             yield _gauge(

@@ -28,7 +28,9 @@ from core.events.publisher import EventSender, Publisher
 from core.keys import Keys
 from core.logging import get_logger
 from core.oneroster.models import CourseRecords
+from core.pipeline.debounce import Debouncer
 from core.pipeline.rebuild import Rebuilder, publish_guard
+from core.pipeline.schedule import Schedule, ScheduledRebuilds
 from core.ratelimit import TokenBuckets
 from core.settings import Settings
 from core.singleflight.distributed import DistributedFlight
@@ -95,12 +97,31 @@ class ApiServices:
     @cached_property
     def store(self) -> BundleStore:
         return BundleStore(
-            self.redis, self.keys, keep_generations=self.settings.publish_keep_generations
+            self.redis,
+            self.keys,
+            orphan_fence_ttl_s=self.settings.orphan_fence_ttl_s,
+            keep_generations=self.settings.publish_keep_generations,
         )
 
     @cached_property
     def near_cache(self) -> NearCache:
-        return NearCache(self.settings.near_cache_max_courses)
+        s = self.settings
+        return NearCache(s.near_cache_max_courses, max_bytes=s.near_cache_max_bytes)
+
+    @cached_property
+    def rebuild_soon(self) -> ScheduledRebuilds:
+        """A damaged stored bundle is rebuilt by a worker, soon, through the durable schedule."""
+        s = self.settings
+        return ScheduledRebuilds(
+            Debouncer(
+                self.redis,
+                self.keys,
+                debounce_s=s.debounce_s,
+                max_wait_s=s.debounce_max_wait_s,
+                lease_ms=s.rebuild_lease_ms,
+            ),
+            Schedule(self.redis, self.keys, shards=s.schedule_shards),
+        )
 
     @cached_property
     def flight(self) -> DistributedFlight:
@@ -138,6 +159,7 @@ class ApiServices:
                 listing_ttl_s=s.near_cache_check_s,
             ),
             background=self.refresher,
+            request_rebuild=self.rebuild_soon,
         )
 
     @cached_property

@@ -270,7 +270,7 @@ def test_an_unknown_task_name_is_refused() -> None:
     ("name", "args", "kwargs", "words"),
     [
         (HANDLE, [], {}, "missing a required argument: 'envelope'"),
-        (HANDLE, [envelope(), 0, envelope()], {}, "too many positional arguments"),
+        (HANDLE, [envelope(), envelope()], {}, "too many positional arguments"),
         (HANDLE, [envelope()], {"bogus": 1}, "unexpected keyword argument 'bogus'"),
         (HANDLE, [envelope()], {"envelope": envelope()}, "multiple values for argument"),
         (TASK_REBUILD, [], {"failures": 1}, "missing a required argument: 'course_id'"),

@@ -80,3 +80,7 @@ def test_wrong_type_is_recognised() -> None:
     assert is_wrong_type(redis.ResponseError("WRONGTYPE Operation against a key"))
     assert not is_wrong_type(redis.ResponseError("NOSCRIPT"))
     assert not is_wrong_type(KeyError("WRONGTYPE"))
+
+
+def test_backoff_never_overflows_however_long_the_outage() -> None:
+    assert FailurePolicy(cap_s=60.0).backoff_s(5_000) <= 60.0

@@ -170,6 +170,40 @@ def test_redis_failing_while_recording_a_failure_is_reported_not_raised(
     assert world.debouncer.is_dirty("c1")  # reconcile will requeue it
 
 
+def test_an_event_during_a_build_that_fails_for_good_still_gets_its_rebuild(
+    world: World,
+) -> None:
+    world.generations["c1"] = 4  # an old bundle is served meanwhile
+    world.debouncer.note_dirty("c1")
+    world.fail_with = CourseNotFound("no slug")
+
+    def the_fix_arrives() -> None:
+        countdown = world.debouncer.note_dirty("c1")  # the event fixing the slug
+        if countdown is not None:
+            world.request("c1", countdown=countdown, retries=0, trailing=True)
+
+    world.on_build = the_fix_arrives
+    assert world.protocol().handle(RebuildMessage("c1"))["outcome"] == "failed"
+    assert world.debouncer.is_dirty("c1")  # the fix's change is not forgotten
+    assert len(world.requested) == 1
+    world.fail_with = None
+    world.on_build = None
+    decision = world.protocol().decide(RebuildMessage("c1", trailing=True))
+    assert not isinstance(decision, Covered)
+
+
+def test_once_the_retry_is_due_any_message_runs_it(world: World) -> None:
+    # The retry's own entry was replaced by a plain request (failures=0): from the due time on
+    # it must still rebuild, not wait for reconcile.
+    world.debouncer.note_dirty("c1")
+    world.debouncer.record_failure("c1", lambda _n: 5.0, now=1_000.0)
+    protocol = world.protocol()
+    protocol._clock = lambda: 1_004.0
+    assert isinstance(protocol.decide(RebuildMessage("c1", failures=0)), BackingOff)
+    protocol._clock = lambda: 1_005.5
+    assert isinstance(protocol.decide(RebuildMessage("c1", failures=0)), Run)
+
+
 # --- publish safety: confirmation re-reads ------------------------------------------------------
 def _guarded(world: World, held: set[str], confirms: list[tuple[str, float]]) -> RebuildProtocol:
     return RebuildProtocol(

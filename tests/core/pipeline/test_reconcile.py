@@ -101,3 +101,34 @@ def test_reconcile_leaves_backing_off_and_parked_courses_alone(
     report = reconcile(debouncer, store, None, stuck_after_s=10, retry_grace_s=30, now=5000.0)
     assert sorted(report.stuck) == ["overdue", "waiting"]
     assert report.parked == ["parked"]
+
+
+def test_a_parked_course_counts_as_drifted_only_for_changes_after_its_parking(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    store = built(fake_redis, keys, "parked")
+    debouncer = Debouncer(fake_redis, keys)
+    parked_at = dt.datetime(2030, 1, 1, tzinfo=dt.UTC)
+    debouncer.record_failure(
+        "parked", lambda _n: 1.0, now=parked_at.timestamp(), park=lambda _n: True
+    )
+    seen: list[dt.datetime] = []
+
+    def changed(_cid: str, since: dt.datetime) -> bool:
+        seen.append(since)
+        return since < parked_at  # upstream's last change predates the parking
+
+    report = reconcile(debouncer, store, changed, stuck_after_s=10)
+    assert report.drifted == [] and seen == [parked_at]
+
+
+def test_one_course_with_a_damaged_key_does_not_stop_the_pass(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    store = built(fake_redis, keys)
+    debouncer = Debouncer(fake_redis, keys)
+    debouncer.note_dirty("broken", now=100.0)
+    debouncer.note_dirty("lost", now=100.0)
+    fake_redis.set(keys.rebuild_failures("broken"), b"not a hash")
+    report = reconcile(debouncer, store, None, stuck_after_s=10)
+    assert report.stuck == ["lost"] and report.errors == ["broken"]

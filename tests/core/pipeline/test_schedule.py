@@ -6,7 +6,8 @@ import fakeredis
 import pytest
 
 from core.keys import Keys
-from core.pipeline.schedule import Schedule
+from core.pipeline.debounce import Debouncer
+from core.pipeline.schedule import Schedule, ScheduledRebuilds, rebuild_entry_id
 
 
 class Clock:
@@ -144,3 +145,53 @@ def test_cancel_drops_a_pending_entry(
     put(schedule, "a", 990.0)
     schedule.cancel("a")
     assert schedule.due_at("a") is None and schedule.claim() == []
+
+
+def test_a_rebuild_asked_for_without_a_broker_is_scheduled_once(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, clock: Clock
+) -> None:
+    schedule = make(fake_redis, keys, clock)
+    debouncer = Debouncer(fake_redis, keys)
+    soon = ScheduledRebuilds(debouncer, schedule, clock=clock)
+    soon("c1")
+    soon("c1")  # already pending: joins it
+    assert debouncer.is_dirty("c1") and schedule.size() == 1
+    [entry] = schedule.claim()
+    assert (entry.task, entry.args, entry.queue) == ("course_bundles.rebuild", ["c1"], "rebuilds")
+    assert entry.entry_id == rebuild_entry_id("c1")
+    # A parked course is left parked: its dead letter asks a person, not every damaged read.
+    debouncer.record_failure("c2", lambda _n: 1.0, park=lambda _n: True)
+    soon("c2")
+    assert schedule.due_at(rebuild_entry_id("c2")) is None
+    backoff = debouncer.backoff("c2")
+    assert backoff is not None and backoff.parked
+
+
+def test_an_ack_removes_only_its_own_claim(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, clock: Clock
+) -> None:
+    one, two = make(fake_redis, keys, clock), make(fake_redis, keys, clock)
+    put(one, "a", 990.0)
+    [first] = one.claim()
+    put(one, "a", 990.0)  # the task re-puts the same work, due now
+    clock.now += 0.5
+    [_second] = two.claim()  # another worker claims the re-put entry
+    one.ack(first)  # the first claimer's late acknowledgement must not drop the second claim
+    clock.now += 10.5  # the second claimer died before it published
+    [again] = one.claim()
+    assert again.entry_id == "a"
+
+
+def test_entries_claimed_before_a_shard_count_change_are_acknowledged_where_they_were(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, clock: Clock
+) -> None:
+    old = make(fake_redis, keys, clock)
+    for i in range(20):
+        put(old, f"e{i}", 990.0)
+    new = Schedule(fake_redis, keys, shards=16, claim_lease_ms=10_000, clock=clock)
+    claimed = new.claim(shards=range(4))  # the old shards, drained by the new configuration
+    assert len(claimed) == 20
+    for entry in claimed:
+        new.ack(entry)
+    clock.now += 60
+    assert new.claim(shards=range(16)) == [] and old.size() == 0

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import time
+
 import fakeredis
 import orjson
 import pytest
 
 from core.pipeline.debounce import Debouncer
+from core.pipeline.schedule import Schedule, rebuild_entry_id
 from tests.worker.api.conftest import READ, Api
 
 BUNDLE = "/v1/courses/course-1/bundle"
@@ -38,6 +41,10 @@ def test_damaged_compressed_bundle_bytes_answer_503(api: Api, coding: str) -> No
     resp = api.client.get(BUNDLE, headers={**READ, "Accept-Encoding": coding})
     _assert_corrupt_problem(resp.status_code, dict(resp.headers), resp.content)
     assert Debouncer(fakeredis.FakeRedis(server=api.server), api.services.keys).is_dirty("course-1")
+    # ...and a worker will rebuild it soon: the API put the rebuild on the durable schedule.
+    schedule = Schedule(fakeredis.FakeRedis(server=api.server), api.services.keys)
+    due = schedule.due_at(rebuild_entry_id("course-1"))
+    assert due is not None and due <= time.time() + 1
 
 
 def test_a_damaged_bundle_json_answers_503_on_every_route(api: Api) -> None:
