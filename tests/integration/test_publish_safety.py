@@ -37,7 +37,7 @@ from worker.supervise import free_port
 pytestmark = pytest.mark.integration
 
 TOKEN = "publish-safety-read"
-CONFIRM_DELAY_S = 3.0
+CONFIRM_DELAY_S = 4.0
 
 
 class Api:
@@ -154,7 +154,7 @@ def test_empty_lists_never_reach_readers_and_the_next_event_publishes_the_real_c
     good = built(pipe, course_id)
     status, before = api.bundle(course_id)
     assert status == 200 and units_of(before) > 0
-    sim.set_faults(drift_empty_lists=["courseComponents", "componentResources"], drift_s=1.5)
+    sim.set_faults(drift_empty_lists=["courseComponents", "componentResources"], drift_s=2.0)
     publish(pipe, event("course.updated", course_id, course_id))
     pipe.wait_for(lambda: holds(pipe).held(course_id) is not None, timeout=10)
     seen = set()
@@ -181,7 +181,7 @@ def test_a_transient_404_deletes_nothing(world: tuple[Pipeline, Any, Api]) -> No
     pipe, sim, api = world
     course_id = courses(sim)[1]
     good = built(pipe, course_id)
-    sim.set_faults(drift_missing_courses=[course_id], drift_s=1.0)
+    sim.set_faults(drift_missing_courses=[course_id], drift_s=2.0)
     publish(pipe, event("course.updated", course_id, course_id))
     pipe.wait_for(lambda: holds(pipe).held(course_id) is not None, timeout=10)
     assert pipe.store.generation(course_id) == good
