@@ -19,7 +19,7 @@ import orjson
 
 from core.bundle.builder import BuildResult, build_bundle
 from core.bundle.codec import EncodedBundle, encode_bundle
-from core.bundle.holds import HeldBuild, Pin, PublishHolds
+from core.bundle.holds import PINNED, HeldBuild, Pin, PublishHolds
 from core.bundle.limits import DEFAULT_LIMITS, BundleLimits
 from core.bundle.model import BundleDoc
 from core.bundle.store import BundleStore, resource_ids_of
@@ -223,7 +223,7 @@ class Rebuilder:
             guard.holds.settle_removals(run.course_id, members)
             if held is not None:
                 guard.holds.drop(run.course_id)
-                if held.reason != "pinned":
+                if held.reason != PINNED:
                     _log_settled(run, held, decision, now)
         return out
 
@@ -251,7 +251,8 @@ class Rebuilder:
             return run.outcome("holding", reason=held.reason, confirm_in_s=confirm_in)
         if held is not None:
             guard.holds.drop(run.course_id)
-            _log_settled(run, held, decision, now)
+            if held.reason != PINNED:  # what a pinned rebuild recorded was never a suspect
+                _log_settled(run, held, decision, now)
         if decision.action == "give_up":
             return run.outcome("dropped", reason="gave_up")
         reason = verdict.reason or NOT_FOUND
@@ -273,7 +274,7 @@ class Rebuilder:
 
     def _frozen(self, run: _Attempt, guard: PublishGuard, pin: Pin, detail: str) -> RebuildOutcome:
         """A pinned course: record what the rebuild found, swap nothing."""
-        guard.holds.hold(self._held(run, "pinned", detail or pin.note, attempt=0, due=0.0))
+        guard.holds.hold(self._held(run, PINNED, detail or pin.note, attempt=0, due=0.0))
         log.info(
             "publish_pinned",
             course_id=run.course_id,
@@ -402,7 +403,7 @@ class Rebuilder:
 
 def _view(held: HeldBuild | None) -> Held | None:
     """What confirmation compares against; a build recorded while pinned is not a suspect."""
-    if held is None or held.reason == "pinned":
+    if held is None or held.reason == PINNED:
         return None
     return Held(held.digest, held.attempts, held.due)
 
