@@ -802,7 +802,10 @@ class BundleStore:
         )
         if blob is None or meta_raw is None:
             return None
-        crc = str(orjson.loads(meta_raw).get("zstd_crc", ""))
+        try:
+            crc = str(orjson.loads(meta_raw).get("zstd_crc", ""))
+        except (orjson.JSONDecodeError, AttributeError):
+            crc = ""  # damaged meta: the bytes are still checked by decoding them
         if crc and blob_checksum(blob) != crc:
             raise BundleCorrupt(
                 "kept bundle bytes fail their checksum",
