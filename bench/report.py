@@ -118,6 +118,25 @@ def flatten(value: Any, prefix: str = "") -> dict[str, Any]:
 
 
 # --- one section per benchmark ------------------------------------------------------------------
+def _publish_safety_rows(d: dict[str, Any], targets: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """Validation cost and kept-generation bytes (bench/build.py, issue 14), when measured."""
+    if "validationCpuMsMedian" not in d:
+        return []
+    kept = d.get("keptGenerations", {})
+    return [
+        (
+            "validation before the swap, CPU ms (share of build CPU)",
+            f"{fmt(d['validationCpuMsMedian'])} ({d['validationShareOfBuildCpu']:.1%})",
+            f"< {targets.get('validationShareOfBuildCpu', 0):.0%}",
+        ),
+        (
+            f"{fmt(kept.get('kept'))} kept generations, Redis bytes (each)",
+            f"{fmt(kept.get('keptBytes'))} ({fmt(kept.get('keptBytesPerGeneration'))})",
+            "-",
+        ),
+    ]
+
+
 def section_build(s: Section, d: dict[str, Any]) -> None:
     course, targets = d["course"], d.get("targets", {})
     s.headline = (
@@ -129,6 +148,10 @@ def section_build(s: Section, d: dict[str, Any]) -> None:
         "buildCpuMs": d["buildCpuMsMedian"] <= targets.get("buildCpuMs", math.inf),
         "compressedShare": d["zstdShare"] <= targets.get("compressedShare", math.inf),
     }
+    if "validationShareOfBuildCpu" in d:  # publish safety (issue 14)
+        met["validationShare"] = d["validationShareOfBuildCpu"] <= targets.get(
+            "validationShareOfBuildCpu", math.inf
+        )
     s.met = met_text(met)
     s.notes.append(
         f"Course: {fmt(course['units'])} units, {fmt(course['lessons'])} lessons, "
@@ -155,6 +178,7 @@ def section_build(s: Section, d: dict[str, Any]) -> None:
                     f"{fmt(d['zstdBytes'])} ({d['zstdShare']:.1%})",
                     f"≤ {targets.get('compressedShare', 0):.0%}",
                 ),
+                *_publish_safety_rows(d, targets),
             ],
         )
     )

@@ -64,6 +64,31 @@ class Keys:
         """String: "this course does not exist upstream", remembered briefly."""
         return f"{self.course_tag(course_id)}:missing"
 
+    # --- publish safety (issue 14): held builds, pins, kept generations, removal evidence -------
+    def held(self, course_id: str) -> str:
+        """Hash: the course's held build (reason, digest, zstd document) awaiting confirmation."""
+        return f"{self.course_tag(course_id)}:held"
+
+    def pin(self, course_id: str) -> str:
+        """String: the course is pinned (JSON: when, why); rebuilds run but never swap."""
+        return f"{self.course_tag(course_id)}:pin"
+
+    def kept(self, course_id: str) -> str:
+        """Hash: earlier generations of the course (``G`` -> zstd JSON, ``G:meta`` -> JSON)."""
+        return f"{self.course_tag(course_id)}:kept"
+
+    def removals(self, course_id: str) -> str:
+        """Set: deletions seen in events since the last publish (``component:ID``, ``link:ID``)."""
+        return f"{self.course_tag(course_id)}:removals"
+
+    def held_index(self) -> str:
+        """Sorted set: held course ids scored by when their confirmation re-read is due (ms)."""
+        return f"{self.prefix}idx:held"
+
+    def pinned_index(self) -> str:
+        """Set: pinned course ids."""
+        return f"{self.prefix}idx:pinned"
+
     # --- cross-course indexes ---------------------------------------------------------------
     def slug_index(self) -> str:
         """Hash: course slug -> course id."""

@@ -123,6 +123,17 @@ class Settings(BaseSettings):
     oneroster_budget_increase_rps: float = Field(default=2.5, gt=0)  # climb per second of success
     oneroster_budget_min_rps: float = Field(default=1.0, gt=0)  # the rate's floor
     oneroster_budget_fallback_share: float = Field(default=0.1, gt=0, le=1)  # Redis down: own
+    # --- publish safety (issue 14): validation before the swap, confirmation, kept versions ---
+    # docs/bundle.md "Publish safety". Shares are of the previous bundle's lessons / resources
+    # lost without a delete event explaining them; more than the share holds the build.
+    publish_guard: bool = True  # validate rebuilds of built courses before the swap
+    publish_max_lesson_loss: float = Field(default=0.5, ge=0, le=1)
+    publish_max_resource_loss: float = Field(default=0.5, ge=0, le=1)
+    publish_confirm_delay_s: float = Field(default=30.0, gt=0)  # first re-read of a held build
+    publish_confirm_max_delay_s: float = Field(default=480.0, gt=0)  # backoff cap (doubling)
+    publish_confirm_max_attempts: int = Field(default=5, ge=1)  # then wait for the next event
+    publish_keep_generations: int = Field(default=3, ge=0)  # earlier generations kept per course
+    publish_removals_ttl_s: int = 7 * 24 * 3600  # delete evidence kept for an unpublished course
 
     task_soft_time_limit_s: int = 120
     task_time_limit_s: int = 150

@@ -43,8 +43,35 @@ def enqueue_rebuild(
     )
 
 
+def confirm_entry_id(course_id: str) -> str:
+    """The schedule entry of a held course's confirmation re-read (one per course)."""
+    return f"confirm:{course_id}"
+
+
+def enqueue_confirmation(course_id: str, *, countdown: float) -> None:
+    """Put the held course's confirmation re-read on the durable schedule (a later put moves it)."""
+    get_runtime().schedule.put(
+        confirm_entry_id(course_id),
+        TASK_REBUILD,
+        due=time.time() + max(0.0, countdown),
+        args=[course_id],
+        kwargs={"failures": 0, "trailing": False, "confirm": True},
+        queue=REBUILDS_QUEUE,
+    )
+
+
+def sample_guarded(rt: Any) -> None:
+    """Set the held / pinned gauge from Redis."""
+    held, pinned = rt.holds.counts()
+    metrics.COURSES_GUARDED.labels("held").set(held)
+    metrics.COURSES_GUARDED.labels("pinned").set(pinned)
+
+
 class _Metrics:
     """The protocol's outcomes as Prometheus metrics."""
+
+    def __init__(self, rt: Any = None) -> None:
+        self._rt = rt
 
     def counted(self, outcome: str) -> None:
         metrics.REBUILDS.labels(outcome).inc()
@@ -63,8 +90,22 @@ class _Metrics:
         elif outcome.outcome == "stale_rejected":
             metrics.REBUILDS.labels("stale_rejected").inc()
             metrics.STALE_WRITES.inc()
-        else:
+        elif outcome.outcome == "not_found":
             metrics.REBUILDS.labels("not_found").inc()
+        else:  # held, holding, dropped, pinned
+            metrics.REBUILDS.labels(outcome.outcome).inc()
+        self._publish_safety(outcome)
+
+    def _publish_safety(self, outcome: RebuildOutcome) -> None:
+        changed = True
+        if outcome.outcome in ("held", "pinned"):
+            metrics.PUBLISH_HELD.labels(outcome.reason or "unknown").inc()
+        elif outcome.reason in ("confirmed", "recovered", "gave_up"):
+            metrics.PUBLISH_SETTLED.labels(outcome.reason).inc()
+        else:
+            changed = False
+        if changed and self._rt is not None:
+            sample_guarded(self._rt)
 
 
 def rebuild_protocol(rt: Any) -> RebuildProtocol:
@@ -76,17 +117,24 @@ def rebuild_protocol(rt: Any) -> RebuildProtocol:
         requests=enqueue_rebuild,
         dead_letters=rt.dlq,
         policy=rt.rebuild_failures,
-        observer=_Metrics(),
+        observer=_Metrics(rt),
         task_name=TASK_REBUILD,
+        confirmations=enqueue_confirmation,
+        is_held=rt.holds.is_held,
     )
 
 
 @app.task(name=TASK_REBUILD, bind=True, max_retries=None)
 def rebuild_course(
-    self: Task, course_id: str, failures: int = 0, trailing: bool = False
+    self: Task, course_id: str, failures: int = 0, trailing: bool = False, *, confirm: bool = False
 ) -> dict[str, Any]:
-    """Rebuild one course, unless another rebuild runs, events still arrive, or it backs off."""
-    message = RebuildMessage(str(course_id), failures=int(failures), trailing=bool(trailing))
+    """Rebuild one course, unless another rebuild runs, events still arrive, or it backs off.
+
+    ``confirm``: the confirmation re-read of a held build (runs though nothing is dirty).
+    """
+    message = RebuildMessage(
+        str(course_id), failures=int(failures), trailing=bool(trailing), confirm=bool(confirm)
+    )
     return rebuild_protocol(get_runtime()).handle(message)
 
 
@@ -116,7 +164,22 @@ def reconcile_pass(
                     repaired = rt.debouncer.repair(course_id)
                     log.warning("reconcile_keys_repaired", course_id=course_id, keys=repaired)
                 log.warning("reconcile_requeue_failed", course_id=course_id, error=describe(exc))
+        try:
+            requeue_lost_confirmations(rt)
+        except Exception as exc:  # noqa: BLE001 - held re-reads must not stop the pass either
+            log.warning("publish_confirmations_not_requeued", error=describe(exc))
     return report
+
+
+def requeue_lost_confirmations(rt: Any, *, now: float | None = None) -> list[str]:
+    """Held courses whose re-read is overdue with no schedule entry (lost, or held by the API)."""
+    overdue = rt.holds.overdue(now=time.time() if now is None else now, grace_s=RETRY_GRACE_S)
+    lost = [c for c in overdue if rt.schedule.due_at(confirm_entry_id(c)) is None]
+    for course_id in lost:
+        enqueue_confirmation(course_id, countdown=0.0)
+    if lost:
+        log.warning("publish_confirmations_requeued", course_ids=lost, outcome="requeued")
+    return lost
 
 
 @app.task(name=TASK_RECONCILE)
@@ -133,4 +196,5 @@ def reconcile_courses() -> dict[str, Any]:
     metrics.RECONCILE_REQUEUED.labels("stuck").inc(len(report.stuck))
     metrics.RECONCILE_REQUEUED.labels("drifted").inc(len(report.drifted))
     metrics.DLQ_SIZE.set(rt.dlq.count())
+    sample_guarded(rt)
     return {"stuck": report.stuck, "drifted": report.drifted}

@@ -138,6 +138,7 @@ def inspect(course_id: str, as_json: JsonOpt = False) -> None:
             slugIndex=rt.store.course_id_for_slug(meta.slug),
             inSubjectIndex=course_id in rt.store.course_ids_for_subject(meta.subject),
         )
+    info.update(_publish_state(rt, course_id))
     if as_json:
         _print_json(info)
         return
@@ -476,6 +477,195 @@ def dlq_purge(
     if not yes and not typer.confirm(f"Delete {rt.dlq.count()} dead letters?"):
         raise typer.Exit(1)
     console.print(f"purged {rt.dlq.purge()} dead letters")
+
+
+# --- publish safety (issue 14): rollback, pin, unpin, held ------------------------------------
+held_app = typer.Typer(
+    help="Held builds: list them, or settle one by hand (approve publishes, reject drops).",
+    invoke_without_command=True,
+)
+app.add_typer(held_app, name="held")
+
+
+def _publish_state(rt: Any, course_id: str) -> dict[str, Any]:
+    """What ``inspect`` shows of publish safety: pin, held build, kept generations."""
+    pin = rt.holds.pinned(course_id)
+    held = rt.holds.held(course_id)
+    kept = rt.store.kept(course_id)
+    try:
+        kept_bytes = rt.store.kept_bytes(course_id)
+    except Exception:  # noqa: BLE001 - MEMORY USAGE may be disabled; the count still helps
+        kept_bytes = None
+    return {
+        "pinned": None if pin is None else {"since": pin.pinned_at, "note": pin.note},
+        "held": None if held is None else held.as_dict(),
+        "keptGenerations": [
+            {
+                "generation": k.generation,
+                "builtAt": k.built_at,
+                "totals": k.totals,
+                "zstdBytes": k.zstd_size,
+            }
+            for k in kept
+        ],
+        "keptBytes": kept_bytes,
+    }
+
+
+def _cancel_confirmation(rt: Any, course_id: str) -> None:
+    from tasks.rebuild import confirm_entry_id  # noqa: PLC0415
+
+    rt.schedule.cancel(confirm_entry_id(course_id))
+
+
+@app.command()
+def rollback(
+    course_id: str,
+    to: Annotated[
+        int | None, typer.Option("--to", help="A kept generation (default: the newest kept)")
+    ] = None,
+    pin_it: Annotated[bool, typer.Option("--pin", help="Pin the course afterwards")] = False,
+    as_json: JsonOpt = False,
+) -> None:
+    """Swap an earlier kept generation back in, under a new, higher generation (readers follow)."""
+    rt = _runtime()
+    kept = rt.store.kept(course_id)
+    if not kept:
+        raise _fail(f"no kept generations for course {course_id!r}", 2)
+    target = kept[0] if to is None else next((k for k in kept if k.generation == to), None)
+    if target is None:
+        known = ", ".join(str(k.generation) for k in kept)
+        raise _fail(f"generation {to} is not kept for {course_id!r} (kept: {known})", 2)
+    try:
+        doc = rt.store.kept_doc(course_id, target.generation)
+        if doc is None:
+            raise _fail(f"generation {target.generation} is no longer kept", 2)
+        out = rt.rebuilder.republish(course_id, doc, reason=f"rollback to {target.generation}")
+    except BundlesError as exc:
+        raise _fail(str(exc)) from exc
+    if out.outcome != "stored":
+        raise _fail(f"rollback not stored ({out.outcome})", 3)
+    if pin_it:
+        rt.holds.pin(course_id, f"pinned by rollback to {target.generation}")
+    result = {
+        "courseId": course_id,
+        "from": target.generation,
+        "generation": out.generation,
+        "totals": target.totals,
+        "pinned": pin_it,
+    }
+    if as_json:
+        _print_json(result)
+    else:
+        console.print(
+            f"rolled {course_id} back to generation {target.generation}'s bundle, now live as "
+            f"generation {out.generation}" + (" (pinned)" if pin_it else "")
+        )
+
+
+@app.command()
+def pin(
+    course_id: str,
+    note: Annotated[str, typer.Option(help="Why (shown by inspect and held)")] = "",
+) -> None:
+    """Freeze a course: rebuilds still run and are recorded, but never swap its bundle."""
+    rt = _runtime()
+    if rt.store.generation(course_id) is None:
+        raise _fail(f"no bundle stored for course {course_id!r}", 2)
+    rt.holds.pin(course_id, note)
+    console.print(f"pinned {course_id} at generation {rt.store.generation(course_id)}")
+
+
+@app.command()
+def unpin(
+    course_id: str,
+    rebuild: Annotated[
+        bool, typer.Option(help="Queue a rebuild now (validated like any other)")
+    ] = True,
+) -> None:
+    """Release a pin; the next rebuild (queued now unless --no-rebuild) publishes as usual."""
+    rt = _runtime()
+    if not rt.holds.unpin(course_id):
+        raise _fail(f"course {course_id!r} is not pinned", 2)
+    held = rt.holds.held(course_id)
+    if held is not None and held.reason == "pinned":
+        rt.holds.drop(course_id)  # what a rebuild found while pinned: read again instead
+    if rebuild:
+        from tasks.rebuild import enqueue_rebuild  # noqa: PLC0415
+
+        rt.debouncer.note_dirty(course_id)
+        enqueue_rebuild(course_id, trailing=False)
+    console.print(f"unpinned {course_id}" + (" (rebuild queued)" if rebuild else ""))
+
+
+@held_app.callback()
+def held_list(ctx: typer.Context, as_json: JsonOpt = False) -> None:
+    """List held builds (and what pinned courses recorded) with their reason."""
+    if ctx.invoked_subcommand is not None:
+        return
+    rt = _runtime()
+    ids = [c for c, _due in rt.holds.held_courses()]
+    ids += [c for c in rt.holds.pinned_courses() if c not in ids]
+    rows = []
+    for course_id in ids:
+        held = rt.holds.held(course_id)
+        pinned = rt.holds.pinned(course_id) is not None
+        row: dict[str, Any] = {"courseId": course_id, "pinned": pinned}
+        if held is not None:
+            row |= held.as_dict()
+        meta = rt.store.meta(course_id)
+        live = None if meta is None else {"generation": meta.generation, "totals": meta.totals}
+        row["live"] = live
+        rows.append(row)
+    if as_json:
+        _print_json(rows)
+        return
+    table = Table(title=f"{len(rows)} held or pinned")
+    for column in ("course", "reason", "attempt", "re-read in", "held", "live"):
+        table.add_column(column)
+    now = time.time()
+    for row in rows:
+        held_at = row.get("heldAt")
+        due = row.get("due") or 0.0
+        table.add_row(
+            row["courseId"] + (" (pinned)" if row["pinned"] else ""),
+            str(row.get("reason", "-")),
+            str(row.get("attempts", "-")),
+            f"{max(0.0, due - now):.0f}s" if due else "-",
+            f"{now - held_at:.0f}s ago {row.get('totals')}" if held_at else "-",
+            str((row["live"] or {}).get("totals")),
+        )
+    console.print(table)
+
+
+@held_app.command("approve")
+def held_approve(course_id: str) -> None:
+    """Publish a held build now (a held deletion deletes the course)."""
+    rt = _runtime()
+    held = rt.holds.held(course_id)
+    if held is None:
+        raise _fail(f"nothing held for course {course_id!r}", 2)
+    _cancel_confirmation(rt, course_id)
+    if held.zstd is None:
+        rt.store.delete(course_id)
+        console.print(f"approved: {course_id} deleted ({held.reason})")
+        return
+    doc = held.doc()
+    if doc is None:
+        raise _fail(f"the held build of {course_id!r} is unreadable; reject it", 3)
+    out = rt.rebuilder.republish(course_id, doc, reason=f"approved ({held.reason})")
+    rt.holds.drop(course_id)
+    console.print(f"approved: {course_id} published as generation {out.generation}")
+
+
+@held_app.command("reject")
+def held_reject(course_id: str) -> None:
+    """Drop a held build; the course keeps its live bundle until the next event."""
+    rt = _runtime()
+    _cancel_confirmation(rt, course_id)
+    if not rt.holds.drop(course_id):
+        raise _fail(f"nothing held for course {course_id!r}", 2)
+    console.print(f"rejected: {course_id} keeps its live bundle")
 
 
 def main() -> None:

@@ -74,3 +74,22 @@ class BudgetMetrics:
 
     def gave_up(self, cls: str) -> None:
         BUDGET_GAVE_UP.labels(cls).inc()
+
+
+# --- publish safety (issue 14): held builds, confirmations, held and pinned courses -----------
+PUBLISH_HELD = Counter(
+    "cb_publish_held_total",
+    "Rebuilds not published: held for a confirmation re-read, or built while pinned, by reason",
+    ["reason"],
+)  # core.bundle.validation reasons, not_found, pinned
+PUBLISH_SETTLED = Counter(
+    "cb_publish_settled_total",
+    "Held builds settled, by outcome",
+    ["outcome"],
+)  # confirmed, recovered, differs, gave_up
+COURSES_GUARDED = Gauge(
+    "cb_courses_guarded",
+    "Courses with a held build or a pin now (sampled after each hold change and by reconcile)",
+    ["state"],
+    multiprocess_mode="max",
+)  # held, pinned

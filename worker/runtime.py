@@ -11,6 +11,7 @@ import redis
 
 from core.budget.classes import request_class
 from core.budget.gate import Gate, connect_budget_redis, gate_from_settings
+from core.bundle.holds import PublishHolds
 from core.bundle.limits import BundleLimits
 from core.bundle.store import BundleStore
 from core.events.dlq import DeadLetters
@@ -25,7 +26,7 @@ from core.oneroster.models import CourseRecords
 from core.pipeline.debounce import Debouncer
 from core.pipeline.failures import FailurePolicy
 from core.pipeline.intake import EventIntake
-from core.pipeline.rebuild import Rebuilder
+from core.pipeline.rebuild import PublishGuard, Rebuilder, publish_guard
 from core.pipeline.schedule import Schedule
 from core.settings import Settings, get_settings
 from core.singleflight.distributed import DistributedFlight
@@ -58,7 +59,10 @@ class Runtime:
     @cached_property
     def store(self) -> BundleStore:
         return BundleStore(
-            self.redis, self.keys, orphan_fence_ttl_s=self.settings.orphan_fence_ttl_s
+            self.redis,
+            self.keys,
+            orphan_fence_ttl_s=self.settings.orphan_fence_ttl_s,
+            keep_generations=self.settings.publish_keep_generations,
         )
 
     @cached_property
@@ -68,6 +72,16 @@ class Runtime:
 
         client = connect_budget_redis(self.settings.redis_url)
         return gate_from_settings(self.settings, client, observer=BudgetMetrics())
+
+    @cached_property
+    def holds(self) -> PublishHolds:
+        return PublishHolds(
+            self.redis, self.keys, removals_ttl_s=self.settings.publish_removals_ttl_s
+        )
+
+    @cached_property
+    def guard(self) -> PublishGuard:
+        return publish_guard(self.holds, self.settings)
 
     @cached_property
     def oneroster(self) -> OneRosterClient:
@@ -109,7 +123,12 @@ class Runtime:
 
     @cached_property
     def rebuilder(self) -> Rebuilder:
-        return Rebuilder(self.store, self.fetch, limits=BundleLimits.from_settings(self.settings))
+        return Rebuilder(
+            self.store,
+            self.fetch,
+            limits=BundleLimits.from_settings(self.settings),
+            guard=self.guard,
+        )
 
     @cached_property
     def intake(self) -> EventIntake:
@@ -118,6 +137,7 @@ class Runtime:
             self.keys,
             self.store,
             self.debouncer,
+            holds=self.holds,
             resource_courses_upstream=lambda rid: courses_linking_resource(self.oneroster, rid),
             dedupe_ttl_s=self.settings.event_dedupe_ttl_s,
             fanout_max=self.settings.resource_fanout_max,

@@ -32,6 +32,7 @@ import redis
 
 from core.bundle.codec import EncodedBundle, blob_checksum, decode_bundle
 from core.bundle.model import BundleDoc
+from core.bundle.validation import BundleShape, content_digest
 from core.errors import BundleCorrupt, BundleError, BundleIdMismatch
 from core.keys import Keys
 from core.logging import get_logger
@@ -86,6 +87,19 @@ class BundleMeta:
     upstream_requests: int
     source_modified: str | None
     totals: dict[str, int]
+    stored_at: float
+
+
+@dataclass(frozen=True, slots=True)
+class KeptGeneration:
+    """An earlier generation of a course kept for rollback (its bytes stay in Redis)."""
+
+    generation: int
+    built_at: str
+    etag: str
+    totals: dict[str, int]
+    raw_size: int
+    zstd_size: int
     stored_at: float
 
 
@@ -271,9 +285,11 @@ class BundleStore:
         *,
         tombstone_ttl_s: int = 86400,
         orphan_fence_ttl_s: int = 86400,
+        keep_generations: int = 3,
     ) -> None:
         self._redis = redis
         self._keys = keys
+        self.keep_generations = max(0, keep_generations)
         self._tombstone_ttl_s = tombstone_ttl_s
         self._orphan_fence_ttl_s = orphan_fence_ttl_s
         self._fence = redis.register_script(_lua("next_generation") + _lua("bundle_fence"))
@@ -309,8 +325,13 @@ class BundleStore:
         upstream_requests: int = 0,
         source_modified: str | None = None,
         resource_ids: Iterable[str] = (),
+        shape: BundleShape | None = None,
+        digest: str | None = None,
     ) -> WriteResult:
         """Swap in ``doc`` as ``course_id`` if its generation beats the stored one; index, publish.
+
+        The replaced bundle joins the course's kept generations (``keep_generations``), and the
+        new one's ``shape`` and content ``digest`` are stored for the next validation.
 
         Raises ``BundleIdMismatch`` (nothing stored) when the document is another course's: a
         record OneRoster answered for the wrong id must not replace that other course's bundle.
@@ -356,11 +377,17 @@ class BundleStore:
             "json_crc": blob_checksum(encoded.json),
             "gzip_crc": blob_checksum(encoded.gzip),
             "zstd_crc": blob_checksum(encoded.zstd),
+            "shape": (shape or BundleShape.of(doc)).dumps(),
+            "digest": digest or content_digest(encoded.json),
         }
-        args: list[Any] = [generation]
+        args: list[Any] = [generation, self.keep_generations, fields["digest"]]
         for name, value in fields.items():
             args += [name, value]
-        keys = [self._keys.bundle(course_id), self._keys.fence(course_id)]
+        keys = [
+            self._keys.bundle(course_id),
+            self._keys.fence(course_id),
+            self._keys.kept(course_id),
+        ]
         stored, stored_generation = cast(list[int], self._write(keys=keys, args=args))
         result = WriteResult(bool(stored), generation, int(stored_generation))
         if not result.stored:
@@ -402,15 +429,26 @@ class BundleStore:
     def delete(self, course_id: str) -> bool:
         """Tombstone the course (rejecting older in-flight writes), drop its index entries.
 
+        A held build and a pin go with it; kept generations live as long as the tombstone.
         Returns True when a live bundle was removed.
         """
-        keys = [self._keys.bundle(course_id), self._keys.fence(course_id)]
+        keys = [
+            self._keys.bundle(course_id),
+            self._keys.fence(course_id),
+            self._keys.kept(course_id),
+        ]
         args: list[str | int] = [
             _rfc3339(time.time()),
             self._tombstone_ttl_s,
             self._orphan_fence_ttl_s,
         ]
         generation, was_live = cast(list[int], self._delete(keys=keys, args=args))
+        k = self._keys
+        with self._redis.pipeline(transaction=False) as pipe:
+            pipe.delete(k.held(course_id), k.pin(course_id), k.removals(course_id))
+            pipe.zrem(k.held_index(), course_id)
+            pipe.srem(k.pinned_index(), course_id)
+            pipe.execute()
         self._sync_indexes(course_id, int(generation), None)
         self._publish(course_id, int(generation), deleted=True)
         _log.info(
@@ -705,6 +743,93 @@ class BundleStore:
         if found is None:
             return None
         return checked_doc(course_id, found[0], found[1], key=self._keys.bundle(course_id))
+
+    def shape(self, course_id: str) -> BundleShape | None:
+        """The live bundle's shape (stored beside it; derived from the bundle if older)."""
+        key = self._keys.bundle(course_id)
+        try:
+            raw, deleted = cast(list[bytes | None], self._redis.hmget(key, ["shape", "deleted"]))
+        except redis.ResponseError as exc:
+            if _is_wrongtype(exc):
+                raise _wrongtype(key, exc, course_id) from exc
+            raise
+        if deleted == b"1":
+            return None
+        if raw is not None:
+            try:
+                return BundleShape.loads(raw)
+            except ValueError:
+                pass  # damaged: derive it from the bundle itself
+        doc = self.read_doc(course_id)
+        return None if doc is None else BundleShape.of(doc)
+
+    def digest(self, course_id: str) -> str | None:
+        """The live bundle's content digest (generation and build time left out)."""
+        raw = cast(bytes | None, self._redis.hget(self._keys.bundle(course_id), "digest"))
+        return None if raw is None else raw.decode()
+
+    def kept(self, course_id: str) -> list[KeptGeneration]:
+        """The course's kept earlier generations, newest first (unreadable entries left out)."""
+        raw = cast(dict[bytes, bytes], self._redis.hgetall(self._keys.kept(course_id)))
+        found: list[KeptGeneration] = []
+        for field, value in raw.items():
+            name = field.decode()
+            if not name.endswith(":meta"):
+                continue
+            try:
+                m = orjson.loads(value)
+                found.append(
+                    KeptGeneration(
+                        generation=int(m["generation"]),
+                        built_at=str(m["built_at"]),
+                        etag=str(m["etag"]),
+                        totals={str(k): int(v) for k, v in orjson.loads(m["totals"]).items()},
+                        raw_size=int(m["raw_size"]),
+                        zstd_size=int(m["zstd_size"]),
+                        stored_at=float(m["stored_at"] or 0),
+                    )
+                )
+            except (orjson.JSONDecodeError, KeyError, TypeError, ValueError):
+                continue
+        return sorted(found, key=lambda g: g.generation, reverse=True)
+
+    def kept_doc(self, course_id: str, generation: int) -> BundleDoc | None:
+        """The document of one kept generation (``BundleCorrupt`` when its bytes are damaged)."""
+        key = self._keys.kept(course_id)
+        blob, meta_raw = cast(
+            list[bytes | None],
+            self._redis.hmget(key, [str(generation), f"{generation}:meta"]),
+        )
+        if blob is None or meta_raw is None:
+            return None
+        try:
+            crc = str(orjson.loads(meta_raw).get("zstd_crc", ""))
+        except (orjson.JSONDecodeError, AttributeError):
+            crc = ""  # damaged meta: the bytes are still checked by decoding them
+        if crc and blob_checksum(blob) != crc:
+            raise BundleCorrupt(
+                "kept bundle bytes fail their checksum",
+                course_id=course_id,
+                key=key,
+                reason="checksum",
+                generation=generation,
+            )
+        try:
+            doc = decode_bundle(blob)
+        except BundleError as exc:
+            raise BundleCorrupt(
+                "kept bundle does not decode",
+                course_id=course_id,
+                key=key,
+                reason="undecodable",
+                generation=generation,
+            ) from exc
+        return doc
+
+    def kept_bytes(self, course_id: str) -> int:
+        """Bytes Redis uses for the course's kept generations (MEMORY USAGE; 0 if none)."""
+        used = self._redis.memory_usage(self._keys.kept(course_id), samples=0)
+        return int(cast(int, used) or 0)
 
     def course_id_for_slug(self, slug: str) -> str | None:
         """The course whose bundle has this slug."""

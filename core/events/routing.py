@@ -19,3 +19,29 @@ def direct_courses(event: CourseEvent) -> list[str]:
 def needs_resource_lookup(event: CourseEvent) -> bool:
     """``resource.*`` without a course: the courses linking the resource must be found."""
     return event.entity == "resource" and not event.course_id
+
+
+_REMOVAL_KIND = {
+    "courseComponent": "component",
+    "componentResource": "link",
+    "resource": "resource",
+}
+
+
+def removal_evidence(event: CourseEvent, courses: list[str]) -> dict[str, list[str]]:
+    """Deletions the event proves, per affected course (``kind:ID``), for publish validation.
+
+    A ``*.deleted`` of a component, link or resource is evidence for every affected course; an
+    update that moved a component or link away (``previousCourseId``) is evidence for the course
+    it left. docs/bundle.md "Publish safety" says how a validation uses it.
+    """
+    kind = _REMOVAL_KIND.get(event.entity)
+    if kind is None:
+        return {}
+    member = f"{kind}:{event.subject}"
+    if event.action == "deleted":
+        return {course_id: [member] for course_id in courses}
+    left = event.previous_course_id
+    if left and left != event.course_id and kind != "resource":
+        return {left: [member]}
+    return {}

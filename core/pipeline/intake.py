@@ -7,10 +7,16 @@ from dataclasses import dataclass, field
 
 import redis
 
+from core.bundle.holds import PublishHolds
 from core.bundle.store import BundleStore
 from core.errors import FanoutTooLarge
 from core.events.model import CourseEvent
-from core.events.routing import direct_courses, is_course_delete, needs_resource_lookup
+from core.events.routing import (
+    direct_courses,
+    is_course_delete,
+    needs_resource_lookup,
+    removal_evidence,
+)
 from core.keys import Keys
 from core.logging import get_logger
 from core.pipeline.debounce import Debouncer
@@ -44,6 +50,7 @@ class EventIntake:
         resource_courses_upstream: ResourceCourses,
         dedupe_ttl_s: int = 86_400,
         fanout_max: int = 500,
+        holds: PublishHolds | None = None,
     ) -> None:
         self._redis = redis_client
         self._keys = keys
@@ -52,6 +59,7 @@ class EventIntake:
         self._upstream = resource_courses_upstream
         self._ttl = dedupe_ttl_s
         self._fanout_max = fanout_max
+        self._holds = holds
 
     def affected_courses(self, event: CourseEvent) -> list[str]:
         """The event's courses; for a resource without one, the index, else OneRoster.
@@ -93,6 +101,10 @@ class EventIntake:
             if courses:
                 # A course created (or restored) upstream must not stay "not found" for readers.
                 self._redis.delete(*(self._keys.missing(c) for c in courses))
+            if self._holds is not None:
+                # Before the dirty mark: the rebuild it causes must see this evidence.
+                for course_id, members in removal_evidence(event, courses).items():
+                    self._holds.note_removals(course_id, members)
             for course_id in courses:
                 countdown = self._debouncer.note_dirty(course_id)
                 if countdown is None:

@@ -5,14 +5,17 @@ A message asks "rebuild course C" (``failures`` and ``trailing`` say which chain
 
     Parked       the course is dead-lettered for failures retrying cannot fix: nothing
     BackingOff   the course's own retry is pending until T: this message is covered by it
-    Covered      nothing changed since the last rebuild: nothing
+    Covered      nothing changed since the last rebuild (and, for a confirmation re-read, nothing
+                 is held any more): nothing
     WaitUntil    a trailing rebuild while events still arrive: ask again at T
     HandedOff    another rebuild runs: it trails itself if events arrived, nothing here
     Run          the lease is ours: build, then settle the marks or trail once
 
 ``handle`` carries the decision out and gives any failure its verdict (core/pipeline/failures.py).
 Delayed work goes through ``RebuildRequests`` (the durable schedule); the build, the dead letters
-and the metrics sit behind small interfaces, so none of this needs Celery.
+and the metrics sit behind small interfaces, so none of this needs Celery. A build that was held
+(docs/bundle.md "Publish safety") asks ``ConfirmRequests`` for its re-read: a ``confirm``
+message, due after the confirmation delay, that rebuilds the course even though nothing is dirty.
 """
 
 from __future__ import annotations
@@ -44,6 +47,13 @@ class RebuildRequests(Protocol):
 
     def __call__(self, course_id: str, *, countdown: float, retries: int, trailing: bool) -> None:
         """Queue a rebuild message for the course."""
+
+
+class ConfirmRequests(Protocol):
+    """Asks for the confirmation re-read of a held build in ``countdown`` seconds."""
+
+    def __call__(self, course_id: str, *, countdown: float) -> None:
+        """Put the course's confirmation on the durable schedule (one per course)."""
 
 
 class Generations(Protocol):
@@ -101,6 +111,7 @@ class RebuildMessage:
     course_id: str
     failures: int = 0
     trailing: bool = False
+    confirm: bool = False  # the confirmation re-read of a held build
 
 
 @dataclass(frozen=True, slots=True)
@@ -158,6 +169,8 @@ class RebuildProtocol:
         observer: RebuildObserver | None = None,
         task_name: str = "rebuild",
         clock: Callable[[], float] = time.time,
+        confirmations: ConfirmRequests | None = None,
+        is_held: Callable[[str], bool] | None = None,
     ) -> None:
         self._debouncer = debouncer
         self._store = store
@@ -168,6 +181,8 @@ class RebuildProtocol:
         self._observer = observer or NullObserver()
         self._task_name = task_name
         self._clock = clock
+        self._confirmations = confirmations
+        self._is_held = is_held
 
     # --- deciding ---------------------------------------------------------------------------
     def decide(self, msg: RebuildMessage) -> Decision:
@@ -185,6 +200,7 @@ class RebuildProtocol:
         if (
             not self._debouncer.is_dirty(course_id)
             and self._store.generation(course_id) is not None
+            and not (msg.confirm and self._is_held is not None and self._is_held(course_id))
         ):
             return Covered()
         ticket = self._debouncer.begin(course_id, trailing=msg.trailing)
@@ -268,6 +284,8 @@ class RebuildProtocol:
         dirty_for = self._clock() - ticket.dirty_since_ms / 1000 if ticket.dirty_since_ms else None
         self._observer.built(outcome, dirty_for)
         finish = self._debouncer.finish(ticket)
+        if outcome.confirm_in_s is not None and self._confirmations is not None:
+            self._confirmations(course_id, countdown=outcome.confirm_in_s)
         if finish.trailing_countdown_s is not None:
             self._requests(
                 course_id, countdown=finish.trailing_countdown_s, retries=0, trailing=True

@@ -139,6 +139,12 @@ def test_every_command_has_help() -> None:
         ["dlq", "list"],
         ["dlq", "replay"],
         ["dlq", "purge"],
+        ["rollback"],
+        ["pin"],
+        ["unpin"],
+        ["held"],
+        ["held", "approve"],
+        ["held", "reject"],
     ):
         result = invoke(*args, "--help")
         assert result.exit_code == 0, args
@@ -150,3 +156,71 @@ def test_keys_are_under_the_configured_prefix(rt: Runtime, key_prefix: str) -> N
     stored = [k.decode() for k in rt.redis.keys("*")]
     assert stored and all(k.startswith(key_prefix) for k in stored)
     assert Keys(prefix=key_prefix).bundle("course-1") in stored
+
+
+# --- publish safety (issue 14) ------------------------------------------------------------------
+def _held_course(monkeypatch: pytest.MonkeyPatch, rt: Runtime) -> int:
+    """course-1 built, then read once more while OneRoster answered empty lists: held."""
+    assert invoke("build", "course-1").exit_code == 0
+    good = rt.store.generation("course-1")
+    assert good is not None
+    empty = synthetic(units=0, lessons=0, per_lesson=0)
+    monkeypatch.setattr(rt, "fetch", lambda _cid: empty)
+    rt.__dict__.pop("rebuilder", None)
+    assert invoke("build", "course-1", "--json").exit_code == 0
+    assert rt.store.generation("course-1") == good
+    return good
+
+
+def test_held_lists_and_reject_drops_keeping_the_live_bundle(
+    monkeypatch: pytest.MonkeyPatch, rt: Runtime
+) -> None:
+    good = _held_course(monkeypatch, rt)
+    listed = orjson.loads(invoke("held", "--json").stdout)
+    assert [(r["courseId"], r["reason"]) for r in listed] == [("course-1", "all_units")]
+    assert listed[0]["live"]["generation"] == good
+    assert invoke("held", "reject", "course-1").exit_code == 0
+    assert rt.holds.held("course-1") is None and rt.store.generation("course-1") == good
+    assert invoke("held", "reject", "course-1").exit_code == 2
+
+
+def test_held_approve_publishes_the_held_build_under_a_higher_generation(
+    monkeypatch: pytest.MonkeyPatch, rt: Runtime
+) -> None:
+    good = _held_course(monkeypatch, rt)
+    assert invoke("held", "approve", "course-1").exit_code == 0
+    doc = rt.store.read_doc("course-1")
+    assert doc is not None and doc["units"] == [] and doc["generation"] > good
+    assert rt.holds.held("course-1") is None
+
+
+def test_rollback_pin_and_unpin(monkeypatch: pytest.MonkeyPatch, rt: Runtime) -> None:
+    assert invoke("rollback", "course-1").exit_code == 2  # nothing kept yet
+    assert invoke("build", "course-1").exit_code == 0
+    first = rt.store.read_doc("course-1")
+    grown = synthetic(units=2, lessons=2, per_lesson=4)
+    monkeypatch.setattr(rt, "fetch", lambda _cid: grown)
+    rt.__dict__.pop("rebuilder", None)
+    assert invoke("build", "course-1").exit_code == 0
+    live = rt.store.generation("course-1")
+    assert live is not None
+    kept = rt.store.kept("course-1")
+    assert invoke("rollback", "course-1", "--to", "1").exit_code == 2  # not a kept generation
+    result = invoke("rollback", "course-1", "--to", str(kept[0].generation), "--pin", "--json")
+    assert result.exit_code == 0, result.output
+    back = rt.store.read_doc("course-1")
+    assert back is not None and first is not None
+    assert back["generation"] > live and back["totals"] == first["totals"]
+    assert rt.holds.pinned("course-1") is not None
+    shown = orjson.loads(invoke("inspect", "course-1", "--json").stdout)
+    assert shown["pinned"]["note"].startswith("pinned by rollback")
+    assert shown["keptGenerations"][0]["generation"] == live
+    assert invoke("build", "course-1", "--json").exit_code == 0  # pinned: recorded, not swapped
+    assert rt.store.generation("course-1") == back["generation"]
+    queued: list[str] = []
+    monkeypatch.setattr("tasks.rebuild.enqueue_rebuild", lambda cid, **_kw: queued.append(cid))
+    assert invoke("unpin", "course-1").exit_code == 0
+    assert queued == ["course-1"] and rt.holds.pinned("course-1") is None
+    assert rt.holds.held("course-1") is None
+    assert invoke("unpin", "course-1").exit_code == 2
+    assert invoke("pin", "nope").exit_code == 2

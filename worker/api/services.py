@@ -18,6 +18,7 @@ from redis import Redis
 
 from core.attempts.keys import AttemptKeys
 from core.attempts.service import AttemptService
+from core.bundle.holds import PublishHolds
 from core.bundle.nearcache import NearCache, SwapListener
 from core.bundle.reader import BundleReader, ReaderPolicy
 from core.bundle.store import BundleStore
@@ -28,7 +29,7 @@ from core.keys import Keys
 from core.logging import get_logger
 from core.oneroster.models import CourseRecords
 from core.pipeline.debounce import Debouncer
-from core.pipeline.rebuild import Rebuilder
+from core.pipeline.rebuild import Rebuilder, publish_guard
 from core.pipeline.schedule import Schedule, ScheduledRebuilds
 from core.ratelimit import TokenBuckets
 from core.settings import Settings
@@ -97,7 +98,10 @@ class ApiServices:
     @cached_property
     def store(self) -> BundleStore:
         return BundleStore(
-            self.redis, self.keys, orphan_fence_ttl_s=self.settings.orphan_fence_ttl_s
+            self.redis,
+            self.keys,
+            orphan_fence_ttl_s=self.settings.orphan_fence_ttl_s,
+            keep_generations=self.settings.publish_keep_generations,
         )
 
     @cached_property
@@ -132,7 +136,12 @@ class ApiServices:
 
     @cached_property
     def rebuilder(self) -> Rebuilder:
-        return Rebuilder(self.store, self._fetch)
+        # Guarded like the worker's: a stale refresh here must not publish a blip either. Its held
+        # builds are re-read by the worker's reconcile (no schedule here).
+        holds = PublishHolds(
+            self.redis, self.keys, removals_ttl_s=self.settings.publish_removals_ttl_s
+        )
+        return Rebuilder(self.store, self._fetch, guard=publish_guard(holds, self.settings))
 
     @cached_property
     def reader(self) -> BundleReader:

@@ -250,6 +250,9 @@ def _list_handler(collection: str) -> Callable[[Request], Awaitable[Response]]:
         ):
             sim.stats.fault("flap_results")
             records = []
+        if sim.faults.list_drifting(collection, now=sim.options.clock()):
+            sim.stats.fault("drift_empty_list")
+            records = []
         page = records[offset : offset + limit]
         wanted = params.get("fields")
         if wanted:
@@ -282,7 +285,13 @@ def _one_handler(collection: str) -> Callable[[Request], Awaitable[Response]]:
         if denied is not None:
             return denied
         sourced_id = request.path_params["id"]
-        record = _state(request).catalog.get(collection, sourced_id)
+        sim = _state(request)
+        if collection == "courses" and sim.faults.course_drifting(
+            sourced_id, now=sim.options.clock()
+        ):
+            sim.stats.fault("drift_not_found")
+            return imsx(404, f"course {sourced_id} not found", "unknownobject")
+        record = sim.catalog.get(collection, sourced_id)
         if record is None:
             return imsx(404, f"{SINGULAR[collection]} {sourced_id} not found", "unknownobject")
         return _hostile(request, json_response({SINGULAR[collection]: record}))

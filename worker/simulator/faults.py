@@ -1,6 +1,7 @@
 """Fault injection for the simulator: latency, shares of 5xx/429 answers, a real rate limit (a
-token bucket answering 429 with Retry-After), outages, flapping results, and a hostile upstream
-(endless pages, huge or trickling bodies, errors echoing credentials).
+token bucket answering 429 with Retry-After), outages, flapping results, a hostile upstream
+(endless pages, huge or trickling bodies, errors echoing credentials), and drift (lists answering
+``200`` empty, courses answering ``404``) for publish safety.
 
 Set through ``POST /_sim/faults`` (the whole configuration is replaced), read with ``GET`` and
 cleared with ``DELETE``. Time is passed in, so decisions are a pure function of settings, the
@@ -47,6 +48,11 @@ class FaultSettings(BaseModel):
     huge_body_bytes: int = Field(default=0, ge=0)  # reads answer this many bytes (chunked)
     slow_body_bps: float = Field(default=0.0, ge=0)  # reads trickle out this many bytes a second
     echo_request: bool = False  # 400 (token: 401) whose description quotes the credentials sent
+    # Drift (tests/faults/test_upstream_drift.py): wrong answers with a 200 or a 404, no error.
+    drift_empty_lists: list[str] = Field(default_factory=list)  # these collections list empty
+    drift_missing_courses: list[str] = Field(default_factory=list)  # GET /courses/{id}: 404
+    drift_s: float | None = Field(default=None, gt=0)  # the drift lasts this long (None: until
+    # the faults are cleared or replaced)
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +82,7 @@ class FaultInjector:
         self._flap_left = 0
         self._bucket = 0.0
         self._bucket_at = 0.0
+        self._drift_until: float | None = None
 
     def configure(self, settings: FaultSettings, *, now: float) -> None:
         """Replace the whole configuration (counters and timers restart from ``now``)."""
@@ -90,6 +97,7 @@ class FaultInjector:
             self._flap_until = now + settings.flap_results_s
             self._flap_left = settings.flap_results_requests
             self._bucket, self._bucket_at = settings.rate_limit_burst, now
+            self._drift_until = now + settings.drift_s if settings.drift_s else None
 
     def clear(self) -> None:
         """Back to no faults at all."""
@@ -110,6 +118,9 @@ class FaultInjector:
                     else None,
                     "flapResultsS": max(0.0, self._flap_until - now),
                     "flapResultsRequests": self._flap_left,
+                    "driftS": None
+                    if self._drift_until is None
+                    else max(0.0, self._drift_until - now),
                 },
             }
 
@@ -173,6 +184,19 @@ class FaultInjector:
                 self._flap_left -= 1
                 return True
             return False
+
+    def list_drifting(self, collection: str, *, now: float) -> bool:
+        """Whether a list of ``collection`` must answer ``200`` with no records now."""
+        with self._lock:
+            return collection in self.settings.drift_empty_lists and self._drifting(now)
+
+    def course_drifting(self, course_id: str, *, now: float) -> bool:
+        """Whether ``GET /courses/{course_id}`` must answer ``404`` now."""
+        with self._lock:
+            return course_id in self.settings.drift_missing_courses and self._drifting(now)
+
+    def _drifting(self, now: float) -> bool:
+        return self._drift_until is None or now < self._drift_until
 
     def _outage_active(self, now: float) -> bool:
         if not self.settings.outage:

@@ -129,3 +129,27 @@ def test_a_resource_in_more_courses_than_the_cap_is_refused_and_marks_nothing(
         fake_redis, keys, upstream=courses if source == "oneroster" else [], fanout_max=6
     )
     assert sorted(c for c, _ in replayed.handle(event).rebuilds) == courses
+
+
+def test_delete_events_leave_evidence_for_the_next_validation(
+    fake_redis: fakeredis.FakeRedis, keys: Keys
+) -> None:
+    from core.bundle.holds import PublishHolds
+
+    holds = PublishHolds(fake_redis, keys, removals_ttl_s=60)
+    intake = EventIntake(
+        fake_redis,
+        keys,
+        BundleStore(fake_redis, keys),
+        Debouncer(fake_redis, keys),
+        resource_courses_upstream=lambda _rid: [],
+        holds=holds,
+    )
+    intake.handle(envelope("courseComponent.deleted", "u7", "c1"))
+    intake.handle(envelope("componentResource.deleted", "cr-1", "c1"))
+    intake.handle(envelope("resource.deleted", "r-9", "c1"))
+    intake.handle(envelope("courseComponent.updated", "u8", "c2", previousCourseId="c1"))
+    intake.handle(envelope("courseComponent.updated", "u9", "c1"))
+    assert holds.removals("c1") == ["component:u7", "component:u8", "link:cr-1", "resource:r-9"]
+    assert holds.removals("c2") == []
+    assert 0 < fake_redis.ttl(keys.removals("c1")) <= 60

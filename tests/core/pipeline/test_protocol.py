@@ -202,3 +202,47 @@ def test_once_the_retry_is_due_any_message_runs_it(world: World) -> None:
     assert isinstance(protocol.decide(RebuildMessage("c1", failures=0)), BackingOff)
     protocol._clock = lambda: 1_005.5
     assert isinstance(protocol.decide(RebuildMessage("c1", failures=0)), Run)
+
+
+# --- publish safety: confirmation re-reads ------------------------------------------------------
+def _guarded(world: World, held: set[str], confirms: list[tuple[str, float]]) -> RebuildProtocol:
+    return RebuildProtocol(
+        world.debouncer,
+        world,
+        build=world.build,
+        requests=world.request,
+        dead_letters=world,
+        policy=FailurePolicy(max_retries=3),
+        confirmations=lambda course_id, *, countdown: confirms.append((course_id, countdown)),
+        is_held=lambda course_id: course_id in held,
+    )
+
+
+def test_a_confirmation_rebuilds_a_held_course_though_nothing_is_dirty(world: World) -> None:
+    world.generations["c1"] = 5
+    protocol = _guarded(world, {"c1"}, [])
+    assert isinstance(protocol.decide(RebuildMessage("c1", confirm=True)), Run)
+    assert isinstance(protocol.decide(RebuildMessage("c1")), Covered)
+
+
+def test_a_confirmation_for_a_course_no_longer_held_is_covered(world: World) -> None:
+    world.generations["c1"] = 5
+    protocol = _guarded(world, set(), [])
+    assert protocol.handle(RebuildMessage("c1", confirm=True)) == {"outcome": "clean"}
+    assert world.builds == []
+
+
+def test_a_held_build_asks_for_its_confirmation_and_nothing_else(world: World) -> None:
+    confirms: list[tuple[str, float]] = []
+
+    def held_build(course_id: str) -> RebuildOutcome:
+        world.builds.append(course_id)
+        return RebuildOutcome(course_id, 7, "held", 1.0, reason="all_units", confirm_in_s=30.0)
+
+    world.debouncer.note_dirty("c1")
+    protocol = _guarded(world, {"c1"}, confirms)
+    protocol._build = held_build
+    result = protocol.handle(RebuildMessage("c1"))
+    assert result["outcome"] == "held" and result["clean"] is True
+    assert confirms == [("c1", 30.0)]
+    assert world.requested == []  # no trailing rebuild: the confirmation is the only re-read

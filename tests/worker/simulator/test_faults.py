@@ -183,3 +183,37 @@ def test_rate_limit_counts_answers_per_tenth_of_a_second(client: TestClient) -> 
     timeline = client.get("/_sim/stats").json()["timeline"]
     assert sum(row[1] for row in timeline) == 5  # requests received
     assert sum(row[2] for row in timeline) == 3  # of which answered 429
+
+
+# --- drift (publish safety) ---------------------------------------------------------------------
+def _a_course_with_components(client: TestClient) -> str:
+    courses = client.get(COURSES).json()["courses"]
+    for record in courses:
+        flt = f"course.sourcedId='{record['sourcedId']}'"
+        found = client.get(f"{COURSES}/components", params={"filter": flt}).json()
+        if found["courseComponents"]:
+            return str(record["sourcedId"])
+    raise AssertionError("no course has components")
+
+
+def test_drift_lists_answer_200_empty_for_a_while(client: TestClient, clock: Clock) -> None:
+    course_id = _a_course_with_components(client)
+    flt = {"filter": f"course.sourcedId='{course_id}'"}
+    set_faults(client, drift_empty_lists=["courseComponents"], drift_s=10)
+    drifting = client.get(f"{COURSES}/components", params=flt)
+    assert drifting.status_code == 200 and drifting.json()["courseComponents"] == []
+    assert client.get(f"{COURSES}/{course_id}").status_code == 200  # other reads untouched
+    clock.advance(10)
+    assert client.get(f"{COURSES}/components", params=flt).json()["courseComponents"]
+
+
+def test_drift_answers_404_for_a_course_that_exists(client: TestClient, clock: Clock) -> None:
+    course_id = _a_course_with_components(client)
+    set_faults(client, drift_missing_courses=[course_id])
+    response = client.get(f"{COURSES}/{course_id}")
+    assert response.status_code == 404
+    assert response.json()["imsx_codeMajor"] == "failure"
+    clock.advance(60)
+    assert client.get(f"{COURSES}/{course_id}").status_code == 404  # no drift_s: until cleared
+    client.delete("/_sim/faults")
+    assert client.get(f"{COURSES}/{course_id}").status_code == 200
