@@ -58,12 +58,7 @@ class Runtime:
 
     @cached_property
     def store(self) -> BundleStore:
-        return BundleStore(
-            self.redis,
-            self.keys,
-            orphan_fence_ttl_s=self.settings.orphan_fence_ttl_s,
-            keep_generations=self.settings.publish_keep_generations,
-        )
+        return BundleStore.from_settings(self.redis, self.keys, self.settings)
 
     @cached_property
     def budget_gate(self) -> Gate | None:

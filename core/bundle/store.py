@@ -36,6 +36,7 @@ from core.bundle.validation import BundleShape, content_digest
 from core.errors import BundleCorrupt, BundleError, BundleIdMismatch
 from core.keys import Keys
 from core.logging import get_logger
+from core.settings import Settings
 
 Encoding = Literal["identity", "gzip", "zstd"]
 
@@ -277,6 +278,18 @@ def _rfc3339(ts: float) -> str:
 
 class BundleStore:
     """Fenced, atomic storage of course bundles in Redis, and the indexes that find them."""
+
+    @classmethod
+    def from_settings(
+        cls, redis_client: redis.Redis, keys: Keys, settings: Settings
+    ) -> BundleStore:
+        """The store as every process configures it (orphan fence TTL, kept generations)."""
+        return cls(
+            redis_client,
+            keys,
+            orphan_fence_ttl_s=settings.orphan_fence_ttl_s,
+            keep_generations=settings.publish_keep_generations,
+        )
 
     def __init__(
         self,
