@@ -7,8 +7,9 @@ loop. A cached course is re-checked against the store's generation (one HMGET) a
 which refreshes it in the background. Pure of HTTP.
 
 A damaged stored key (``BundleCorrupt`` from the store, or JSON that does not decode) is
-reported once through ``corruption`` (log, counter, rebuild requested) and re-raised, so the
-API answers 503 instead of serving the damage.
+reported once through ``corruption`` (log, counter, rebuild requested). A load then serves the
+newest kept earlier generation that reads back whole, marked stale; with none kept the error is
+re-raised, so the API answers 503 instead of serving the damage.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from typing import Any
 
 import redis
 
+from core.bundle.codec import encode_bundle
 from core.bundle.index import BundleIndex
 from core.bundle.integrity import CorruptionReporter, RequestRebuild
 from core.bundle.nearcache import CachedBundle, NearCache, Slice, built_epoch, make_slice
@@ -279,7 +281,6 @@ class BundleReader:
 
     @contextmanager
     def _reporting(self) -> Iterator[None]:
-        # The seam for serving a last good version: today a damaged key is an error answer.
         try:
             yield
         except BundleCorrupt as exc:
@@ -287,8 +288,64 @@ class BundleReader:
             raise
 
     def _read_store(self, course_id: str) -> Cached[CachedBundle] | None:
-        with self._reporting():
-            return self._read_store_checked(course_id)
+        try:
+            with self._reporting():
+                return self._read_store_checked(course_id)
+        except BundleCorrupt:
+            last_good = self._last_good(course_id)
+            if last_good is None:
+                raise
+            # Served stale (X-Bundle-Stale), which also refreshes it in the background; the
+            # rebuild the report asked for replaces the damaged key.
+            return Cached(self.cache.put(last_good), True)
+
+    def _last_good(self, course_id: str) -> CachedBundle | None:
+        """The newest kept earlier generation that reads back whole, as a cache entry."""
+        try:
+            kept = self.store.kept(course_id)
+        except redis.RedisError:
+            return None
+        for generation in kept:
+            try:
+                doc = self.store.kept_doc(course_id, generation.generation)
+                if doc is None:
+                    continue
+                index = BundleIndex.from_doc(doc)
+            except BundleCorrupt as exc:
+                self.corruption.report(exc)
+                continue
+            except (redis.RedisError, KeyError, TypeError, ValueError, AttributeError):
+                continue
+            encoded = encode_bundle(doc)
+            course = doc["course"]
+            meta = BundleMeta(
+                course_id=course_id,
+                generation=generation.generation,
+                built_at=generation.built_at,
+                slug=str(course["slug"]),
+                subject=str(course["subject"]),
+                title=str(course["title"]),
+                raw_size=len(encoded.json),
+                gzip_size=len(encoded.gzip),
+                zstd_size=len(encoded.zstd),
+                etag=generation.etag,
+                skipped=int(doc.get("skipped", 0)),
+                upstream_requests=0,
+                source_modified=None,
+                totals=dict(generation.totals),
+                stored_at=generation.stored_at,
+            )
+            entry = CachedBundle(meta, encoded.json, index, checked_at=self._clock(), stale=True)
+            entry.keep_blob("gzip", encoded.gzip)
+            entry.keep_blob("zstd", encoded.zstd)
+            log.warning(
+                "bundle_served_last_good",
+                course_id=course_id,
+                generation=generation.generation,
+                outcome="stale",
+            )
+            return entry
+        return None
 
     def _read_store_checked(self, course_id: str) -> Cached[CachedBundle] | None:
         """The stored bundle as a cache entry, reusing the cached one when generations agree."""

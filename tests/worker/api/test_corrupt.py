@@ -63,3 +63,23 @@ def test_a_bundle_key_of_the_wrong_type_answers_503(api: Api) -> None:
     client.set(key, b"not a hash")
     resp = api.client.get(LESSON, headers=READ)
     _assert_corrupt_problem(resp.status_code, dict(resp.headers), resp.content)
+
+
+def test_a_damaged_bundle_is_answered_from_its_last_good_generation_when_one_is_kept(
+    api: Api,
+) -> None:
+    first = api.put(units=2)
+    api.put(units=3)  # the live generation; the first is kept
+    _truncate(api, "json")
+    api.upstream.down = True  # no rebuild can repair it yet: readers get the last good one
+    for coding in ("identity", "gzip", "zstd"):
+        resp = api.client.get(BUNDLE, headers={**READ, "Accept-Encoding": coding})
+        assert resp.status_code == 200, resp.text
+        assert resp.headers["x-bundle-stale"] == "true"
+        assert int(resp.headers["x-bundle-generation"]) == first["generation"]
+        assert len(resp.json()["units"]) == 2
+    lesson = api.client.get(LESSON, headers=READ)
+    assert lesson.status_code == 200 and lesson.headers["x-bundle-stale"] == "true"
+    # ...and the damaged course is still rebuilt soon.
+    schedule = Schedule(fakeredis.FakeRedis(server=api.server), api.services.keys)
+    assert schedule.due_at(rebuild_entry_id("course-1")) is not None
