@@ -149,7 +149,7 @@ def reconcile_pass(
         rt.changed_since,
         stuck_after_s=s.debounce_max_wait_s + s.rebuild_lease_ms / 1000,
         retry_grace_s=RETRY_GRACE_S,
-        scheduled=lambda course_id: rt.schedule.due_at(rebuild_entry_id(course_id)),
+        scheduled=lambda ids: rt.schedule.due_at_many([rebuild_entry_id(c) for c in ids]),
         drift_batch=drift_batch,
         cursor=cursor,
     )

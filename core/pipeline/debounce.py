@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, cast
 
@@ -144,6 +144,14 @@ class Backoff:
     failures: int
     due: float
     parked: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class CourseState:
+    """What reconcile needs of one dirty course: who rebuilds it now, and its backoff."""
+
+    lease_holder: str | None
+    backoff: Backoff | None
 
 
 @dataclass(frozen=True, slots=True)
@@ -320,6 +328,29 @@ class Debouncer:
         if raw[0] is None:
             return None
         return Backoff(int(raw[0]), float(raw[1] or 0), parked=raw[2] is not None)
+
+    def states(self, course_ids: Sequence[str]) -> list[CourseState | Exception]:
+        """Lease holder and backoff of many courses in one round trip (for reconcile).
+
+        A course whose keys cannot be read (a damaged key) gets the exception in its place.
+        """
+        pipe = self._redis.pipeline(transaction=False)
+        for course_id in course_ids:
+            pipe.get(self._keys.rebuild_lease(course_id))
+            pipe.hmget(self._keys.rebuild_failures(course_id), ["count", "due", "parked"])
+        raw = pipe.execute(raise_on_error=False)
+        out: list[CourseState | Exception] = []
+        for lease, failures in zip(raw[0::2], raw[1::2], strict=True):
+            if isinstance(lease, Exception) or isinstance(failures, Exception):
+                out.append(lease if isinstance(lease, Exception) else failures)
+                continue
+            backoff = None
+            if failures[0] is not None:
+                backoff = Backoff(
+                    int(failures[0]), float(failures[1] or 0), parked=failures[2] is not None
+                )
+            out.append(CourseState(None if lease is None else _text(lease), backoff))
+        return out
 
     def repair(self, course_id: str) -> list[str]:
         """Delete the course's control keys that hold the wrong Redis type; their names.

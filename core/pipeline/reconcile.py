@@ -12,10 +12,12 @@ import redis
 from core.bundle.store import BundleStore
 from core.errors import OneRosterError
 from core.logging import get_logger
-from core.pipeline.debounce import Debouncer
+from core.pipeline.debounce import CourseState, Debouncer
 from core.pipeline.failures import RETRY_GRACE_S
 
 log = get_logger(__name__)
+
+CHECK_BATCH = 500  # dirty courses checked per round trip
 
 ChangedSince = Callable[[str, dt.datetime], bool]
 
@@ -46,7 +48,7 @@ def reconcile(
     drift_batch: int = 50,
     cursor: int = 0,
     retry_grace_s: float = RETRY_GRACE_S,
-    scheduled: Callable[[str], float | None] | None = None,
+    scheduled: Callable[[list[str]], list[float | None]] | None = None,
     now: float | None = None,
 ) -> ReconcileReport:
     """Find courses to rebuild; the caller enqueues ``report.requeue``.
@@ -54,18 +56,28 @@ def reconcile(
     Drift probes cost upstream requests, so each pass probes at most ``drift_batch`` courses,
     resuming at ``cursor``; ``report.next_cursor`` is where the next pass starts. A course is left
     alone while its retry is pending (until ``retry_grace_s`` past its due time), while its delayed
-    rebuild waits on the schedule (``scheduled`` gives its due time), or while it is parked; a
+    rebuild waits on the schedule (``scheduled`` gives due times), or while it is parked; a
     course dirty with neither (the schedule was lost, a message dropped) is requeued.
     """
     report = ReconcileReport()
     moment = time.time() if now is None else now
-    for course_id in debouncer.dirty_courses(older_than_s=stuck_after_s, now=moment):
+    dirty = debouncer.dirty_courses(older_than_s=stuck_after_s, now=moment)
+    for start in range(0, len(dirty), CHECK_BATCH):
+        batch = dirty[start : start + CHECK_BATCH]
         try:
-            _check_stuck(debouncer, course_id, report, moment, retry_grace_s, scheduled)
+            states = debouncer.states(batch)
+            dues = scheduled(batch) if scheduled is not None else [None] * len(batch)
         except redis.RedisError as exc:
-            # One course's damaged keys must not stop the pass for every other course.
-            report.errors.append(course_id)
-            log.warning("reconcile_course_failed", course_id=course_id, error=str(exc))
+            report.errors.extend(batch)
+            log.warning("reconcile_batch_failed", courses=len(batch), error=str(exc))
+            continue
+        for course_id, state, due in zip(batch, states, dues, strict=True):
+            if isinstance(state, Exception):
+                # One course's damaged keys must not stop the pass for every other course.
+                report.errors.append(course_id)
+                log.warning("reconcile_course_failed", course_id=course_id, error=str(state))
+                continue
+            _check_stuck(course_id, state, due, report, moment, retry_grace_s)
     if changed_since is not None:
         _probe_drift(
             debouncer, store, changed_since, report, drift_batch=drift_batch, cursor=cursor
@@ -82,24 +94,23 @@ def reconcile(
 
 
 def _check_stuck(  # noqa: PLR0917 - a private step of reconcile
-    debouncer: Debouncer,
     course_id: str,
+    state: CourseState,
+    due: float | None,
     report: ReconcileReport,
     moment: float,
     retry_grace_s: float,
-    scheduled: Callable[[str], float | None] | None,
 ) -> None:
     # A live rebuild holds the lease and will trail itself; an orphaned lease has lapsed.
-    if debouncer.lease_holder(course_id) is not None:
+    if state.lease_holder is not None:
         return
-    backoff = debouncer.backoff(course_id)
+    backoff = state.backoff
     if backoff is not None and backoff.parked:
         # Dead-lettered: an event or a replay brings it back, not every pass.
         report.parked.append(course_id)
         return
     if backoff is not None and moment < backoff.due + retry_grace_s:
         return  # its retry is pending; requeueing would only be coalesced
-    due = scheduled(course_id) if scheduled is not None else None
     if due is not None and moment < due + retry_grace_s:
         return  # a delayed rebuild waits on the durable schedule
     report.stuck.append(course_id)

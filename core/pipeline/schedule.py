@@ -147,6 +147,20 @@ class Schedule:
             score = self._redis.zscore(claims_key, entry_id)
         return None if score is None else float(cast(float, score)) / 1000.0
 
+    def due_at_many(self, entry_ids: Sequence[str]) -> list[float | None]:
+        """``due_at`` of many entries in one round trip."""
+        pipe = self._redis.pipeline(transaction=False)
+        for entry_id in entry_ids:
+            due_key, claims_key, _ = self._shard_keys(self.shard_of(entry_id))
+            pipe.zscore(due_key, entry_id)
+            pipe.zscore(claims_key, entry_id)
+        raw = pipe.execute()
+        out: list[float | None] = []
+        for due, claimed in zip(raw[0::2], raw[1::2], strict=True):
+            score = due if due is not None else claimed
+            out.append(None if score is None else float(score) / 1000.0)
+        return out
+
     def size(self) -> int:
         """Entries waiting or claimed, over every shard."""
         pipe = self._redis.pipeline(transaction=False)

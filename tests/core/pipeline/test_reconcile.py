@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import datetime as dt
+from typing import Any
 
 import fakeredis
+import pytest
 
 from core.bundle.store import BundleStore
 from core.errors import OneRosterUnavailable
@@ -132,3 +134,30 @@ def test_one_course_with_a_damaged_key_does_not_stop_the_pass(
     fake_redis.set(keys.rebuild_failures("broken"), b"not a hash")
     report = reconcile(debouncer, store, None, stuck_after_s=10)
     assert report.stuck == ["lost"] and report.errors == ["broken"]
+
+
+def test_many_dirty_courses_are_checked_in_a_few_round_trips(
+    fake_redis: fakeredis.FakeRedis, keys: Keys, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    store = built(fake_redis, keys)
+    debouncer = Debouncer(fake_redis, keys)
+    for i in range(1_200):
+        debouncer.note_dirty(f"c{i}", now=100.0)
+    calls = {"single": 0, "pipelines": 0}
+    single, pipelined = fake_redis.execute_command, fake_redis.pipeline
+
+    def counted_single(*args: Any, **kwargs: Any) -> Any:
+        calls["single"] += 1
+        return single(*args, **kwargs)
+
+    def counted_pipeline(*args: Any, **kwargs: Any) -> Any:
+        calls["pipelines"] += 1
+        return pipelined(*args, **kwargs)
+
+    monkeypatch.setattr(fake_redis, "execute_command", counted_single)
+    monkeypatch.setattr(fake_redis, "pipeline", counted_pipeline)
+    report = reconcile(
+        debouncer, store, None, stuck_after_s=10, scheduled=lambda ids: [None] * len(ids)
+    )
+    assert len(report.stuck) == 1_200
+    assert calls["single"] + calls["pipelines"] <= 10  # was four round trips per course
