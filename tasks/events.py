@@ -62,6 +62,7 @@ def event_handler(rt: Any) -> EventHandler:
         observer=_Metrics(),
         max_bytes=rt.settings.event_max_bytes,
         task_name=TASK_HANDLE_EVENT,
+        repair=rt.debouncer.repair,
     )
 
 

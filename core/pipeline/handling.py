@@ -12,6 +12,8 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from core.errors import InvalidEvent
+from core.events.model import CourseEvent
+from core.events.routing import direct_courses
 from core.events.validate import validate_envelope
 from core.logging import get_logger
 from core.pipeline.failures import (
@@ -21,6 +23,7 @@ from core.pipeline.failures import (
     Verdict,
     classify,
     describe,
+    is_wrong_type,
 )
 from core.pipeline.intake import EventIntake
 from core.pipeline.protocol import DeadLetterSink, RebuildRequests
@@ -58,6 +61,7 @@ class EventHandler:
         observer: EventObserver,
         max_bytes: int,
         task_name: str = "handle_event",
+        repair: Callable[[str], list[str]] | None = None,
     ) -> None:
         self._intake = intake
         self._requests = requests
@@ -67,6 +71,7 @@ class EventHandler:
         self._observer = observer
         self._max_bytes = max_bytes
         self._task_name = task_name
+        self._repair = repair
 
     def handle(self, envelope: Any, *, attempt: object = 0) -> dict[str, Any]:
         """Handle one envelope; ``attempt`` counts the earlier failed tries of this event.
@@ -90,6 +95,8 @@ class EventHandler:
         except Exception as exc:  # noqa: BLE001 - every failure, ours or not, gets a verdict
             tries = int(attempt)  # type: ignore[call-overload]
             try:
+                if is_wrong_type(exc) and self._repair is not None:
+                    self._repair_courses(event)
                 return self._failed(envelope, event.id, event.raw, tries, exc)
             except Exception as unrecorded:  # noqa: BLE001 - Redis itself is failing
                 log.error(
@@ -114,6 +121,21 @@ class EventHandler:
             "rebuilds": [c for c, _ in decision.rebuilds],
             "coalesced": decision.coalesced,
         }
+
+    def _repair_courses(self, event: CourseEvent) -> None:
+        """A damaged debounce key of the event's courses is repaired before the retry."""
+        if self._repair is None:
+            return
+        for course_id in direct_courses(event):
+            try:
+                repaired = self._repair(course_id)
+            except Exception as exc:  # noqa: BLE001 - the retry or dead letter still follows
+                log.warning("event_repair_failed", course_id=course_id, error=describe(exc))
+                continue
+            if repaired:
+                log.warning(
+                    "event_keys_repaired", event_id=event.id, course_id=course_id, keys=repaired
+                )
 
     def _invalid(self, envelope: Any, exc: InvalidEvent) -> dict[str, Any]:
         self._dlq.add(reason=str(exc), payload=_as_payload(envelope), source="worker")

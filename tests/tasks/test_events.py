@@ -146,3 +146,15 @@ def test_an_event_whose_failure_cannot_be_recorded_goes_back_to_the_broker(
     with pytest.raises(Reject) as rejected:
         handle_event(envelope("course.updated", courseId="course-1"))
     assert rejected.value.requeue
+
+
+def test_a_damaged_dirty_key_is_repaired_so_the_event_applies_on_its_retry(
+    world: TaskWorld,
+) -> None:
+    rt = world.rt
+    rt.redis.set(rt.keys.dirty("course-1"), b"not a hash")
+    evt = envelope("courseComponent.updated", courseId="course-1")
+    assert handle_event(evt)["outcome"] == "retry"
+    assert rt.redis.type(rt.keys.dirty("course-1")) in (b"hash", b"none")
+    assert handle_event(evt, attempt=1)["outcome"] == "applied"
+    assert rt.debouncer.is_dirty("course-1")
