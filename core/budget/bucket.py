@@ -3,7 +3,10 @@
 A token bucket of ``burst`` refilled at the adaptive ``rate``; leases cap requests in flight and
 expire; waiters (a denied request that is still trying) expire unless they ask again. Rules:
 
-* ``interactive`` takes a token whenever there is one and a slot is free.
+* ``interactive`` takes a token whenever there is one and a slot is free, oldest first: a
+  request ``age_ms`` old queues as of ``now - age_ms`` and is admitted only while it is among
+  the oldest ``k`` interactive waiters, k the whole tokens and the free slots there are (FIFO,
+  so concurrent cold builds finish one after another instead of all late together).
 * ``event`` and ``background`` leave ``reserve_tokens`` and ``reserve_slots`` to interactive
   work and step back while a higher class waits (background also yields to events), except that
   each earns floor credits at ``floor_share`` of the rate, spent when it would otherwise wait
@@ -33,7 +36,7 @@ class Admission:
 
     admitted: bool
     wait_ms: int = 0
-    reason: str = "ok"  # ok, floor, paused, rate, inflight, yield
+    reason: str = "ok"  # ok, floor, paused, rate, queue, inflight, yield
     rate: float = 0.0  # the admitted rate in force (requests a second)
 
 
@@ -64,6 +67,7 @@ class BudgetState:
     floors: dict[str, float] = field(default_factory=dict)
     leases: dict[str, int] = field(default_factory=dict)
     waiters: dict[tuple[str, str], int] = field(default_factory=dict)
+    queued: dict[str, int] = field(default_factory=dict)  # interactive waiter: since (ms)
 
 
 def _rate(state: BudgetState, policy: BudgetPolicy) -> float:
@@ -75,6 +79,7 @@ def _refresh(state: BudgetState, policy: BudgetPolicy, now: int) -> float:
     """Drop expired leases and waiters, refill tokens and floor credits; the rate in force."""
     state.leases = {k: v for k, v in state.leases.items() if v > now}
     state.waiters = {k: v for k, v in state.waiters.items() if v > now}
+    state.queued = {k: v for k, v in state.queued.items() if ("interactive", k) in state.waiters}
     rate = _rate(state, policy)
     tokens = policy.burst if state.tokens is None else state.tokens
     # Nothing accrues while the fleet is paused: it resumes at the rate, not with a burst.
@@ -92,20 +97,37 @@ def _waiting(state: BudgetState, cls: str, other_than: str) -> bool:
     return any(c == cls and wid != other_than for (c, wid) in state.waiters)
 
 
+def _older(state: BudgetState, lease_id: str, since: int) -> int:
+    """Interactive waiters queued before ``(since, lease_id)``: this one's place in line."""
+    mine = (since, lease_id)
+    return sum(1 for wid, s in state.queued.items() if wid != lease_id and (s, wid) < mine)
+
+
 def admit(
-    state: BudgetState, policy: BudgetPolicy, cls: RequestClass, lease_id: str, now: int
+    state: BudgetState,
+    policy: BudgetPolicy,
+    cls: RequestClass,
+    lease_id: str,
+    now: int,
+    *,
+    age_ms: int = 0,
 ) -> Admission:
-    """Take a token and a slot for ``lease_id`` (class ``cls``) at ``now``, or say how to wait."""
+    """Take a token and a slot for ``lease_id`` (class ``cls``, queued ``age_ms``) at ``now``,
+    or say how to wait."""
     rate = _refresh(state, policy, now)
     tokens = state.tokens or 0.0
     inflight = len(state.leases)
+    since = min(now - max(0, age_ms), state.queued.get(lease_id, now))
     decision: Admission
     if now < state.paused_until:
         decision = Admission(False, state.paused_until - now, "paused")
     elif cls == "interactive":
+        need = _older(state, lease_id, since) + 1
         if tokens < 1:
             decision = Admission(False, math.ceil((1 - tokens) * 1000 / rate), "rate")
-        elif inflight >= policy.max_inflight:
+        elif tokens < need:  # tokens, but older readers take them first
+            decision = Admission(False, math.ceil((need - tokens) * 1000 / rate), "queue")
+        elif inflight + need > policy.max_inflight:
             decision = Admission(False, policy.poll_ms // 10, "inflight")
         else:
             decision = Admission(True)
@@ -115,8 +137,11 @@ def admit(
         state.tokens = tokens - 1
         state.leases[lease_id] = now + policy.lease_ms
         state.waiters.pop((cls, lease_id), None)
+        state.queued.pop(lease_id, None)
         return Admission(True, 0, decision.reason, rate)
     state.waiters[(cls, lease_id)] = now + policy.waiter_ms
+    if cls == "interactive":  # a waiter keeps its place however it counts its age
+        state.queued[lease_id] = min(since, state.queued.get(lease_id, since))
     wait_ms = max(MIN_WAIT_MS, min(policy.poll_ms, decision.wait_ms))
     return Admission(False, wait_ms, decision.reason, rate)
 
@@ -149,6 +174,12 @@ def _admit_lower(  # noqa: PLR0917 - private, called once
     if tokens < need:
         return Admission(False, math.ceil((need - tokens) * 1000 / rate), "rate")
     return Admission(False, policy.poll_ms // 10, "inflight")
+
+
+def withdraw(state: BudgetState, cls: RequestClass, lease_id: str) -> None:
+    """A waiter that gave up stops counting as waiting (and stops holding its place)."""
+    state.waiters.pop((cls, lease_id), None)
+    state.queued.pop(lease_id, None)
 
 
 def release(

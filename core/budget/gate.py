@@ -17,6 +17,7 @@ import redis
 
 from core.budget.bucket import Outcome
 from core.budget.classes import CLASSES, RequestClass
+from core.budget.order import admission_age, current_since
 from core.budget.policy import BudgetPolicy
 from core.budget.store import Budget, FleetBudget, LocalBudget, RedisBudget
 from core.errors import OneRosterThrottled
@@ -79,8 +80,15 @@ class _Wait:
     cls: RequestClass
     lease_id: str
     started: float
+    since: float  # when the work it serves began (its place in line), the gate's clock
     paused: bool = False
     waiting: bool = False
+
+
+def _since(now: float) -> float:
+    """The caller's place in line: its ``queued_since`` block, else this request's start."""
+    since = current_since()
+    return now if since is None else min(since, now)
 
 
 class Gate:
@@ -105,7 +113,9 @@ class Gate:
 
     def _step(self, wait: _Wait) -> float | None:
         """Ask once: None when admitted, else the seconds to sleep; raises past the deadline."""
-        decision = self.budget.admit(wait.cls, wait.lease_id)
+        now = self._clock()
+        with admission_age(round((now - wait.since) * 1000)):
+            decision = self.budget.admit(wait.cls, wait.lease_id)
         waited = self._clock() - wait.started
         if decision.admitted:
             self._done(wait, waited)
@@ -119,6 +129,7 @@ class Gate:
         remaining = self.max_wait_s - waited
         if remaining <= 0:
             self._done(wait, waited)
+            self._withdraw(wait)
             self.stats.bump(self.stats.gave_up, wait.cls)
             if self.observer is not None:
                 self.observer.gave_up(wait.cls)
@@ -134,6 +145,13 @@ class Gate:
             self.stats.add_waiting(1)
         return min(decision.wait_ms / 1000, remaining)
 
+    def _withdraw(self, wait: _Wait) -> None:
+        """A caller that gives up must not hold its place until its waiter entry expires."""
+        try:
+            self.budget.withdraw(wait.cls, wait.lease_id)
+        except redis.RedisError as exc:  # it expires anyway (waiter_ms)
+            log.warning("budget.withdraw_failed", request_class=wait.cls, reason=type(exc).__name__)
+
     def _done(self, wait: _Wait, waited: float) -> None:
         if wait.waiting:
             wait.waiting = False
@@ -141,7 +159,8 @@ class Gate:
 
     def enter(self, cls: RequestClass) -> str:
         """Wait for admission (at most ``max_wait_s``); the lease id to :meth:`leave` with."""
-        wait = _Wait(cls, uuid.uuid4().hex, self._clock())
+        now = self._clock()
+        wait = _Wait(cls, uuid.uuid4().hex, now, _since(now))
         try:
             while (delay := self._step(wait)) is not None:
                 self._sleep(delay)
@@ -153,7 +172,8 @@ class Gate:
         self, cls: RequestClass, sleep: Callable[[float], Awaitable[None]] = asyncio.sleep
     ) -> str:
         """:meth:`enter` for an event loop (the Redis call runs in a thread)."""
-        wait = _Wait(cls, uuid.uuid4().hex, self._clock())
+        now = self._clock()
+        wait = _Wait(cls, uuid.uuid4().hex, now, _since(now))
         try:
             while (delay := await asyncio.to_thread(self._step, wait)) is not None:
                 await sleep(delay)

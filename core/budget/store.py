@@ -12,8 +12,18 @@ from typing import Any, Protocol
 
 import redis
 
-from core.budget.bucket import Admission, BudgetState, Outcome, Snapshot, admit, release, snapshot
+from core.budget.bucket import (
+    Admission,
+    BudgetState,
+    Outcome,
+    Snapshot,
+    admit,
+    release,
+    snapshot,
+    withdraw,
+)
 from core.budget.classes import RequestClass
+from core.budget.order import current_age_ms
 from core.budget.policy import BudgetPolicy
 from core.logging import get_logger
 
@@ -27,9 +37,12 @@ def _lua(name: str) -> str:
 
 
 class Budget(Protocol):
-    """What the gate needs from a budget."""
+    """What the gate needs from a budget. ``admit`` orders interactive requests by
+    :func:`~core.budget.order.current_age_ms` (the gate sets it around the call)."""
 
     def admit(self, cls: RequestClass, lease_id: str) -> Admission: ...
+
+    def withdraw(self, cls: RequestClass, lease_id: str) -> None: ...
 
     def release(self, lease_id: str, outcome: Outcome, retry_after_s: float) -> bool: ...
 
@@ -58,7 +71,12 @@ class LocalBudget:
 
     def admit(self, cls: RequestClass, lease_id: str) -> Admission:
         with self._lock:
-            return admit(self.state, self.policy, cls, lease_id, self._clock_ms())
+            now = self._clock_ms()
+            return admit(self.state, self.policy, cls, lease_id, now, age_ms=current_age_ms())
+
+    def withdraw(self, cls: RequestClass, lease_id: str) -> None:
+        with self._lock:
+            withdraw(self.state, cls, lease_id)
 
     def release(self, lease_id: str, outcome: Outcome, retry_after_s: float) -> bool:
         with self._lock:
@@ -102,6 +120,8 @@ def state_from_hash(raw: dict[Any, Any]) -> BudgetState:
         elif name.startswith("w:"):
             cls, _, wid = name[2:].partition(":")
             state.waiters[(cls, wid)] = int(number)
+        elif name.startswith("q:"):
+            state.queued[name[2:]] = int(number)
         elif name.startswith("f:"):
             state.floors[name[2:]] = number
         elif name == "rate":
@@ -116,7 +136,7 @@ def state_from_hash(raw: dict[Any, Any]) -> BudgetState:
 
 
 class RedisBudget:
-    """The fleet's budget for one upstream: one hash, two scripts, the Redis server's clock.
+    """The fleet's budget for one upstream: one hash, three scripts, the Redis server's clock.
 
     ``clock_ms`` (tests) passes a frozen time to the scripts instead of the server's.
     """
@@ -136,14 +156,18 @@ class RedisBudget:
         common = _lua("budget_common")
         self._admit = client.register_script(common + _lua("budget_admit"))
         self._release = client.register_script(common + _lua("budget_release"))
+        self._withdraw = client.register_script(_lua("budget_withdraw"))
 
     def _now(self) -> str:
         return "" if self._clock_ms is None else str(self._clock_ms())
 
     def admit(self, cls: RequestClass, lease_id: str) -> Admission:
-        args = [self._now(), *_policy_args(self.policy), cls, lease_id]
+        args = [self._now(), *_policy_args(self.policy), cls, lease_id, current_age_ms()]
         ok, wait_ms, reason, rate, _inflight = self._admit(keys=[self.key], args=args)
         return Admission(bool(int(ok)), int(wait_ms), _text(reason), float(_text(rate)))
+
+    def withdraw(self, cls: RequestClass, lease_id: str) -> None:
+        self._withdraw(keys=[self.key], args=[cls, lease_id])
 
     def release(self, lease_id: str, outcome: Outcome, retry_after_s: float) -> bool:
         args = [
@@ -205,6 +229,14 @@ class FleetBudget:
             with self._lock:
                 self._local_leases.add(lease_id)
         return decision
+
+    def withdraw(self, cls: RequestClass, lease_id: str) -> None:
+        if not self._use_local():
+            try:
+                self.shared.withdraw(cls, lease_id)
+            except redis.RedisError as exc:
+                self._failed(exc)
+        self.fallback.withdraw(cls, lease_id)
 
     def release(self, lease_id: str, outcome: Outcome, retry_after_s: float) -> bool:
         with self._lock:

@@ -18,6 +18,7 @@ from redis import Redis
 
 from core.attempts.keys import AttemptKeys
 from core.attempts.service import AttemptService
+from core.budget.order import queued_since
 from core.bundle.holds import PublishHolds
 from core.bundle.nearcache import NearCache, SwapListener
 from core.bundle.reader import BundleReader, ReaderPolicy
@@ -264,7 +265,9 @@ class ApiServices:
             return self.fetch(course_id)
         from core.oneroster.fetch import fetch_course_records  # noqa: PLC0415
 
-        return fetch_course_records(self._client(), course_id)
+        # Every request of one build queues as of the build's start: oldest builds go first.
+        with queued_since():
+            return fetch_course_records(self._client(), course_id)
 
     def _build(self, course_id: str) -> None:
         outcome = self.rebuilder.rebuild(course_id)
@@ -276,9 +279,10 @@ class ApiServices:
             return self.derive(user_id, resource_id)
         from core.oneroster.attempts import derive_next_attempt  # noqa: PLC0415
 
-        return derive_next_attempt(
-            self._client(),
-            user_id,
-            resource_id,
-            suffix=self.settings.oneroster_line_item_suffix,
-        )
+        with queued_since():
+            return derive_next_attempt(
+                self._client(),
+                user_id,
+                resource_id,
+                suffix=self.settings.oneroster_line_item_suffix,
+            )

@@ -1,7 +1,8 @@
 -- Shared by budget_admit.lua and budget_release.lua (store.py puts it in front of both); the
 -- same arithmetic as core/budget/bucket.py.
 -- KEYS[1]  the budget hash of one upstream: rate, tokens, at, paused, cut_at, inc_at,
---          f:<class> (floor credits), l:<lease id> (lease expiry ms), w:<class>:<id> (waiter expiry)
+--          f:<class> (floor credits), l:<lease id> (lease expiry ms), w:<class>:<id> (waiter expiry),
+--          q:<id> (an interactive waiter's place in line: since ms; goes with w:interactive:<id>)
 -- ARGV[1]  now in ms, or "" to use the Redis server's clock (one clock for the whole fleet)
 -- ARGV[2..12] max_rps, burst, max_inflight, lease_ms, reserve_share, floor_share, decrease,
 --          increase_rps, min_rps, waiter_ms, poll_ms
@@ -20,6 +21,7 @@ local P = {
 local floor_burst = math.max(1, P.burst * P.floor_share)
 
 local S = {leases = 0, waiting = {}, floors = {}}
+local queued, live = {}, {}
 local raw = redis.call('HGETALL', key)
 local expired = {}
 for i = 1, #raw, 2 do
@@ -33,11 +35,20 @@ for i = 1, #raw, 2 do
     else
       local cls, wid = string.match(f, '^w:([^:]+):(.*)$')
       S.waiting[#S.waiting + 1] = {cls, wid}
+      if cls == 'interactive' then live[wid] = true end
     end
+  elseif kind == 'q:' then
+    queued[string.sub(f, 3)] = tonumber(v)
   elseif kind == 'f:' then
     S.floors[string.sub(f, 3)] = tonumber(v)
   else
     S[f] = tonumber(v)
+  end
+end
+for wid, _ in pairs(queued) do
+  if not live[wid] then
+    expired[#expired + 1] = 'q:' .. wid
+    queued[wid] = nil
   end
 end
 if #expired > 0 then redis.call('HDEL', key, unpack(expired)) end

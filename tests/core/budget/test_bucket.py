@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import math
 
-from core.budget.bucket import BudgetState, admit, release, snapshot
+from core.budget.bucket import BudgetState, admit, release, snapshot, withdraw
 from core.budget.classes import RequestClass
 from core.budget.policy import BudgetPolicy
 
@@ -27,7 +27,11 @@ def test_burst_then_rate() -> None:
     denied = take(state, "interactive", "late", 0)
     assert denied.reason == "rate" and denied.wait_ms == 100  # one token per 100 ms at 10/s
     assert not take(state, "interactive", "late", 99).admitted
-    assert take(state, "interactive", "late", 100).admitted
+    # Oldest first: a5 and a6 have waited longer than late, so the next tokens are theirs.
+    assert not take(state, "interactive", "late", 100).admitted
+    assert take(state, "interactive", "a5", 100).admitted
+    assert take(state, "interactive", "a6", 200).admitted
+    assert take(state, "interactive", "late", 300).admitted
 
 
 def test_over_a_long_run_admissions_never_exceed_rate_times_time_plus_burst() -> None:
@@ -37,6 +41,8 @@ def test_over_a_long_run_admissions_never_exceed_rate_times_time_plus_burst() ->
         if take(state, "interactive", lease, now).admitted:
             count += 1
             done(state, lease, now)
+        else:
+            withdraw(state, "interactive", lease)  # a new lease each time: this one gives up
     assert count <= 10 * 10 + 5
     assert count >= 10 * 10 - 1
 
@@ -131,6 +137,7 @@ def test_a_throttle_pauses_every_class_until_retry_after() -> None:
     for cls in ("interactive", "event", "background"):
         refused = take(state, cls, f"{cls}-1", 2999)  # type: ignore[arg-type]
         assert (refused.admitted, refused.reason) == (False, "paused")
+        withdraw(state, cls, f"{cls}-1")  # not asking again (or it would be first in line)
     assert take(state, "interactive", "i", 10).wait_ms == POLICY.poll_ms  # capped hint
     # It resumes at the (cut) rate, 7.5/s, with no burst saved up during the pause.
     assert state.rate == 7.5
