@@ -237,7 +237,7 @@ def run_demo(
             summary.urls.update(
                 simulator=sim_url,
                 api=api_url,
-                docs=f"{api_url}/docs",
+                openapi=f"{api_url}/openapi.json",
                 metrics=f"{api_url}/metrics",
                 logs=str(log_dir),
             )

@@ -7,12 +7,15 @@ import subprocess
 import sys
 import uuid
 from pathlib import Path
+from urllib.parse import urlparse
 
 import orjson
 import pytest
 import redis
 
+from core.settings import Settings
 from tests.conftest import TEST_REDIS_PORT, TEST_REDIS_URL
+from worker.api.app import create_app
 
 pytestmark = pytest.mark.integration
 
@@ -63,6 +66,10 @@ def test_demo_warms_mutates_and_stops_every_child() -> None:
             assert mutation["latencyMs"] is not None, mutation
             assert mutation["generation"] >= 2
         assert summary["left_running"] == []
+        # Every API address the demo advertises is a route the API serves (/docs is not one).
+        served = {route.path for route in create_app(Settings(_env_file=None)).routes}
+        for name in ("openapi", "metrics"):
+            assert urlparse(summary["urls"][name]).path in served, summary["urls"]
         assert set(summary["children"]) == {"oneroster", "worker", "beat", "web"}
         for child in summary["children"].values():
             with pytest.raises(ProcessLookupError):
