@@ -585,17 +585,7 @@ def draw(section: Section, path: Path) -> None:
             bars = ax.bar([x + offset for x in xs], values, width, label=name)
             shown = ["" if math.isnan(v) else fmt(v) for v in values]
             ax.bar_label(bars, labels=shown, fontsize=7, padding=2)
-        if chart.target is not None:
-            ax.axhline(chart.target, color="crimson", linestyle="--", linewidth=1)
-            ax.annotate(
-                chart.target_label,
-                (0.01, chart.target),
-                xycoords=("axes fraction", "data"),
-                ha="left",
-                va="bottom",
-                color="crimson",
-                fontsize=7,
-            )
+        draw_target(ax, chart.target, chart.target_label)
         if chart.log:
             ax.set_yscale("log")
         crowded = len(chart.labels) > 4
@@ -617,21 +607,27 @@ def draw(section: Section, path: Path) -> None:
     plt.close(fig)
 
 
+def draw_target(ax: Any, target: float | None, label: str) -> None:
+    """The target as a dashed line with its label, when the chart has one."""
+    if target is None:
+        return
+    ax.axhline(target, color="crimson", linestyle="--", linewidth=1)
+    ax.annotate(
+        label,
+        (0.01, target),
+        xycoords=("axes fraction", "data"),
+        ha="left",
+        va="bottom",
+        color="crimson",
+        fontsize=7,
+    )
+
+
 def draw_lines(ax: Any, chart: Lines) -> None:
     """A line chart panel: each series over seconds, the limit as a dashed line."""
     for name, values in chart.series.items():
         ax.plot(range(len(values)), values, label=name, linewidth=1)
-    if chart.target is not None:
-        ax.axhline(chart.target, color="crimson", linestyle="--", linewidth=1)
-        ax.annotate(
-            chart.target_label,
-            (0.01, chart.target),
-            xycoords=("axes fraction", "data"),
-            ha="left",
-            va="bottom",
-            color="crimson",
-            fontsize=7,
-        )
+    draw_target(ax, chart.target, chart.target_label)
     ax.set_title(chart.title, fontsize=10)
     ax.set_xlabel("seconds", fontsize=8)
     ax.set_ylabel(chart.ylabel, fontsize=8)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import kombu
+import pytest
 import redis
 
 from core.bundle.store import BundleStore
@@ -44,6 +46,21 @@ def purge_broker(broker_url: str) -> None:
                 channel.queue_purge(queue)
             except Exception:
                 channel = conn.channel()
+
+
+def drain(broker_url: str, queue: str, count: int) -> list[Any]:
+    """Consume ``count`` messages (what a worker would do); the queue is empty after."""
+    with kombu.Connection(broker_url) as conn:
+        simple = conn.SimpleQueue(queue)
+        try:
+            messages = [simple.get(timeout=5) for _ in range(count)]
+            for message in messages:
+                message.ack()
+            with pytest.raises(simple.Empty):
+                simple.get(timeout=0.2)
+        finally:
+            simple.close()
+    return messages
 
 
 @dataclass

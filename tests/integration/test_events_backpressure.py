@@ -27,6 +27,7 @@ from core.keys import Keys
 from core.settings import Settings
 from tests.conftest import TEST_BROKER_AMQP_URL, TEST_REDIS_PORT, TEST_REDIS_URL
 from tests.core.events.support import envelope
+from tests.integration.pipeline_harness import drain
 from worker import cli
 from worker.api.app import create_app
 from worker.api.services import ApiServices
@@ -86,21 +87,6 @@ def events_queue(broker_url: str) -> Iterator[str]:
     empty_events_queue(broker_url)
     yield EVENTS_QUEUE
     empty_events_queue(broker_url)
-
-
-def drain(broker_url: str, queue: str, count: int) -> list[Any]:
-    """Consume ``count`` messages (what a worker would do); the queue is empty after."""
-    with kombu.Connection(broker_url) as conn:
-        simple = conn.SimpleQueue(queue)
-        try:
-            messages = [simple.get(timeout=5) for _ in range(count)]
-            for message in messages:
-                message.ack()
-            with pytest.raises(simple.Empty):
-                simple.get(timeout=0.2)
-        finally:
-            simple.close()
-    return messages
 
 
 def eventually(check: Callable[[], bool], timeout: float = 10.0) -> bool:

@@ -6,7 +6,6 @@ import socket
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
-from typing import Any
 
 import kombu
 import pytest
@@ -19,6 +18,7 @@ from core.events.validate import validate_event
 from core.keys import Keys
 from tests.conftest import TEST_BROKER_AMQP_URL, TEST_REDIS_URL
 from tests.core.events.support import envelope
+from tests.integration.pipeline_harness import drain
 
 pytestmark = pytest.mark.integration
 
@@ -57,21 +57,6 @@ def unique_queue(broker_url: str) -> Iterator[str]:
 def queue(broker_url: str) -> Iterator[str]:
     with unique_queue(broker_url) as name:
         yield name
-
-
-def drain(broker_url: str, queue: str, count: int) -> list[Any]:
-    """Read ``count`` messages back from the queue with a plain kombu consumer."""
-    with kombu.Connection(broker_url) as conn:
-        simple = conn.SimpleQueue(queue)
-        try:
-            messages = [simple.get(timeout=5) for _ in range(count)]
-            for message in messages:
-                message.ack()
-            with pytest.raises(simple.Empty):
-                simple.get(timeout=0.2)
-        finally:
-            simple.close()
-    return messages
 
 
 def test_each_envelope_becomes_a_celery_json_task_message(broker_url: str, queue: str) -> None:
